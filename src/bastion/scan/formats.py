@@ -1,0 +1,150 @@
+"""Format identification by content (magic bytes and structure); the extension is only a hint."""
+
+from __future__ import annotations
+
+import enum
+import struct
+from pathlib import PurePosixPath
+
+
+class Format(enum.StrEnum):
+    """Every kind of content the scanner knows how to examine."""
+
+    PICKLE = "pickle"
+    PYTORCH_LEGACY = "pytorch-legacy"
+    NUMPY = "numpy"
+    ZIP = "zip"  # includes PyTorch, TorchScript, .keras and .npz, told apart by the zip scanner
+    TAR = "tar"
+    GZIP = "gzip"
+    BZIP2 = "bzip2"
+    XZ = "xz"
+    ZLIB = "zlib"
+    LZ4 = "lz4"
+    SEVENZIP = "7z"
+    HDF5 = "hdf5"
+    SAFETENSORS = "safetensors"
+    GGUF = "gguf"
+    ONNX = "onnx"
+    SAVEDMODEL = "savedmodel"
+    JSON = "json"
+    PYTHON = "python"
+    DATA = "data"  # nothing a model loader would execute (text, images, raw weights)
+
+
+_PICKLE_PROTO = b"\x80"
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+# Opcodes that can start a protocol 0/1 pickle and are unlikely as the first byte of text or weights.
+_PROTO01_FIRST = frozenset(b"(cSVILFNR]}lde)tiJKMGXTU\x85\x86\x87\x88\x89")
+
+# What each extension promises, used to report a mismatch with the content.
+EXTENSION_FORMATS: dict[str, frozenset[Format]] = {
+    ".pkl": frozenset({Format.PICKLE}),
+    ".pickle": frozenset({Format.PICKLE}),
+    ".joblib": frozenset({Format.PICKLE, Format.ZLIB, Format.GZIP, Format.BZIP2, Format.XZ, Format.LZ4}),
+    ".dill": frozenset({Format.PICKLE}),
+    ".pt": frozenset({Format.ZIP, Format.PYTORCH_LEGACY, Format.PICKLE, Format.TAR}),
+    ".pth": frozenset({Format.ZIP, Format.PYTORCH_LEGACY, Format.PICKLE, Format.TAR}),
+    ".ckpt": frozenset({Format.ZIP, Format.PYTORCH_LEGACY, Format.PICKLE, Format.TAR}),
+    ".bin": frozenset({Format.ZIP, Format.PYTORCH_LEGACY, Format.PICKLE, Format.TAR, Format.DATA}),
+    ".npy": frozenset({Format.NUMPY}),
+    ".npz": frozenset({Format.ZIP}),
+    ".safetensors": frozenset({Format.SAFETENSORS}),
+    ".gguf": frozenset({Format.GGUF}),
+    ".onnx": frozenset({Format.ONNX}),
+    ".h5": frozenset({Format.HDF5}),
+    ".hdf5": frozenset({Format.HDF5}),
+    ".keras": frozenset({Format.ZIP}),
+    ".zip": frozenset({Format.ZIP}),
+    ".tar": frozenset({Format.TAR}),
+    ".tgz": frozenset({Format.GZIP}),
+    ".gz": frozenset({Format.GZIP}),
+    ".bz2": frozenset({Format.BZIP2}),
+    ".xz": frozenset({Format.XZ}),
+    ".7z": frozenset({Format.SEVENZIP}),
+    ".json": frozenset({Format.JSON}),
+}
+
+
+def _looks_like_safetensors(head: bytes, size: int) -> bool:
+    if len(head) < 10:
+        return False
+    (length,) = struct.unpack_from("<Q", head)
+    return 2 <= length <= size - 8 and head[8:9] == b"{"
+
+
+def _looks_like_tar(head: bytes) -> bool:
+    return len(head) >= 263 and head[257:262] == b"ustar"
+
+
+def _looks_like_pickle(head: bytes) -> bool:
+    if head[:1] == _PICKLE_PROTO:
+        return len(head) >= 2 and head[1] <= 5
+    return bool(head) and head[0] in _PROTO01_FIRST and _plausible_proto01(head)
+
+
+def _plausible_proto01(head: bytes) -> bool:
+    # Text starting with '(' or 'c' is common; ask for a second byte that a pickle could have there.
+    first = head[0]
+    if first == ord("c"):  # GLOBAL "module\nname\n"
+        line = head[1:].split(b"\n", 1)[0]
+        return 0 < len(line) < 200 and all(chr(b).isidentifier() or b == ord(".") for b in line)
+    if first in b"(]}":
+        return len(head) > 1 and head[1] in _PROTO01_FIRST | frozenset(b"(.0ahpqgs")
+    return first in b"\x85\x86\x87\x88\x89NIJK"
+
+
+def _looks_like_onnx(head: bytes, name: str) -> bool:
+    # ModelProto starts with field 1 (ir_version, varint) in every exporter we know.
+    return head[:1] == b"\x08" and name.lower().endswith(".onnx")
+
+
+def identify(head: bytes, size: int, name: str) -> Format:
+    """Identify the format of content from its first bytes (at least 512 if available) and name."""
+    suffix = PurePosixPath(name).suffix.lower()
+    lower = name.lower()
+    if head.startswith(b"\x93NUMPY"):
+        return Format.NUMPY
+    if head.startswith(_TORCH_LEGACY_MAGIC):
+        return Format.PYTORCH_LEGACY
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")):
+        return Format.ZIP
+    if head.startswith(b"GGUF"):
+        return Format.GGUF
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return Format.HDF5
+    if head.startswith(b"7z\xbc\xaf\x27\x1c"):
+        return Format.SEVENZIP
+    if head.startswith(b"\x1f\x8b"):
+        return Format.GZIP
+    if head.startswith(b"BZh"):
+        return Format.BZIP2
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return Format.XZ
+    if head.startswith(b"\x04\x22\x4d\x18"):
+        return Format.LZ4
+    if _looks_like_tar(head):
+        return Format.TAR
+    if _looks_like_safetensors(head, size):
+        return Format.SAFETENSORS
+    if _looks_like_pickle(head):
+        return Format.PICKLE
+    if len(head) >= 2 and head[0] == 0x78 and head[1] in (0x01, 0x5E, 0x9C, 0xDA) and (head[0] * 256 + head[1]) % 31 == 0:
+        return Format.ZLIB
+    if lower.endswith("saved_model.pb") or suffix == ".pb":
+        return Format.SAVEDMODEL
+    if _looks_like_onnx(head, name):
+        return Format.ONNX
+    if suffix == ".json" or head.lstrip()[:1] == b"{":
+        return Format.JSON
+    if suffix == ".py":
+        return Format.PYTHON
+    return Format.DATA
+
+
+def extension_mismatch(name: str, detected: Format) -> frozenset[Format] | None:
+    """Return the formats the extension promises if the content is none of them, else None."""
+    expected = EXTENSION_FORMATS.get(PurePosixPath(name).suffix.lower())
+    if expected is None or detected in expected:
+        return None
+    return expected
