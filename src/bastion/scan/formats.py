@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import io
+import pickletools
 import struct
 from pathlib import PurePosixPath
 
@@ -84,14 +86,18 @@ def _looks_like_pickle(head: bytes) -> bool:
 
 
 def _plausible_proto01(head: bytes) -> bool:
-    # Text starting with '(' or 'c' is common; ask for a second byte that a pickle could have there.
-    first = head[0]
-    if first == ord("c"):  # GLOBAL "module\nname\n"
-        line = head[1:].split(b"\n", 1)[0]
-        return 0 < len(line) < 200 and all(chr(b).isidentifier() or b == ord(".") for b in line)
-    if first in b"(]}":
-        return len(head) > 1 and head[1] in _PROTO01_FIRST | frozenset(b"(.0ahpqgs")
-    return first in b"\x85\x86\x87\x88\x89NIJK"
+    # Text may start with '(' or 'c' too, so ask the opcodes to parse: eight in a row, or a STOP,
+    # or running out of the sampled head while still valid. (Detection only; analysis uses our VM.)
+    stream = io.BytesIO(head)
+    count = 0
+    try:
+        for opcode, _arg, _pos in pickletools.genops(stream):
+            count += 1
+            if opcode.name == "STOP" or count >= 8:
+                return True
+    except (ValueError, EOFError, UnicodeDecodeError):
+        return count >= 1 and stream.tell() >= len(head)
+    return False
 
 
 def _looks_like_onnx(head: bytes, name: str) -> bool:
