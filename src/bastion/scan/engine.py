@@ -6,6 +6,7 @@ import fnmatch
 import hashlib
 import logging
 import os
+import posixpath
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -118,6 +119,7 @@ def iter_files(paths: Iterable[str], options: ScanOptions) -> Iterator[tuple[Pat
         root = Path(given)
         if not root.exists():
             raise InputError(f"{given}: no such file or directory")
+        given = posixpath.normpath(given)  # `./models` and `models` must fingerprint alike
         if root.is_file():
             yield root, given
             continue
@@ -132,7 +134,7 @@ def iter_files(paths: Iterable[str], options: ScanOptions) -> Iterator[tuple[Pat
                     continue
                 if full.is_symlink() and not options.follow_symlinks:
                     continue
-                yield full, os.path.join(given, rel) if given not in (".", "./") else rel
+                yield full, rel if given == "." else f"{given}/{rel}"
 
 
 def _scan_one(job: tuple[Path, str, ScanOptions]) -> FileResult:
