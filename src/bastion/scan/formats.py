@@ -68,11 +68,24 @@ EXTENSION_FORMATS: dict[str, frozenset[Format]] = {
 }
 
 
-def _looks_like_safetensors(head: bytes, size: int) -> bool:
-    if len(head) < 10:
+def _looks_like_safetensors(head: bytes, size: int, suffix: str = "") -> bool:
+    if len(head) < 10 or head[8:9] != b"{":
         return False
     (length,) = struct.unpack_from("<Q", head)
-    return 2 <= length <= size - 8 and head[8:9] == b"{"
+    # A header length that overruns the file is itself a finding of the safetensors scanner, so a
+    # file named .safetensors with a JSON start is routed there even when the length does not fit.
+    return 2 <= length <= size - 8 or (suffix == ".safetensors" and length >= 2)
+
+
+def _looks_like_lzma_alone(head: bytes) -> bool:
+    # The headerless ".lzma" format (joblib compress="lzma"): default properties byte, a dictionary
+    # size of 2^n or 2^n + 2^(n-1), and an unknown (all ones) or plausible uncompressed size.
+    if len(head) < 13 or head[0] != 0x5D:
+        return False
+    dict_size, out_size = struct.unpack_from("<IQ", head, 1)
+    n = dict_size.bit_length() - 1
+    shaped = dict_size in (1 << n, (1 << n) | (1 << max(n - 1, 0)))
+    return 12 <= n <= 30 and shaped and (out_size == (1 << 64) - 1 or out_size < 1 << 40)
 
 
 def _looks_like_tar(head: bytes) -> bool:
@@ -121,21 +134,27 @@ def identify(head: bytes, size: int, name: str) -> Format:
         return Format.HDF5
     if head.startswith(b"7z\xbc\xaf\x27\x1c"):
         return Format.SEVENZIP
+    # Before the short compression magics: a header length such as 0x...8b1f would otherwise read as gzip.
+    if _looks_like_safetensors(head, size, suffix):
+        return Format.SAFETENSORS
     if head.startswith(b"\x1f\x8b"):
         return Format.GZIP
     if head.startswith(b"BZh"):
         return Format.BZIP2
-    if head.startswith(b"\xfd7zXZ\x00"):
+    if head.startswith(b"\xfd7zXZ\x00") or _looks_like_lzma_alone(head):
         return Format.XZ
     if head.startswith(b"\x04\x22\x4d\x18"):
         return Format.LZ4
     if _looks_like_tar(head):
         return Format.TAR
-    if _looks_like_safetensors(head, size):
-        return Format.SAFETENSORS
     if _looks_like_pickle(head):
         return Format.PICKLE
-    if len(head) >= 2 and head[0] == 0x78 and head[1] in (0x01, 0x5E, 0x9C, 0xDA) and (head[0] * 256 + head[1]) % 31 == 0:
+    if (
+        len(head) >= 2
+        and head[0] == 0x78
+        and head[1] in (0x01, 0x5E, 0x9C, 0xDA)
+        and (head[0] * 256 + head[1]) % 31 == 0
+    ):
         return Format.ZLIB
     if lower.endswith("saved_model.pb") or suffix == ".pb":
         return Format.SAVEDMODEL
