@@ -37,7 +37,12 @@ def test_archive_verdict_includes_its_members() -> None:
         Target(Location("x.zipper"), "zip", 5, Verdict.CLEAN),
     ]
     settled = settle_verdicts(targets, [_f("BST-FMT-001", Severity.CRITICAL, "x.zip!a.pkl")])
-    assert [t.verdict for t in settled] == [Verdict.MALICIOUS, Verdict.MALICIOUS, Verdict.CLEAN, Verdict.CLEAN]
+    assert [t.verdict for t in settled] == [
+        Verdict.MALICIOUS,
+        Verdict.MALICIOUS,
+        Verdict.CLEAN,
+        Verdict.CLEAN,
+    ]
 
 
 def test_scanner_crash_fails_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

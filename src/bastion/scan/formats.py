@@ -99,8 +99,14 @@ def _looks_like_pickle(head: bytes) -> bool:
 
 
 def _plausible_proto01(head: bytes) -> bool:
-    # Text may start with '(' or 'c' too, so ask the opcodes to parse: eight in a row, or a STOP,
-    # or running out of the sampled head while still valid. (Detection only; analysis uses our VM.)
+    # Text may start with '(' or 'c' too, so ask the opcodes to parse: a GLOBAL naming an importable-
+    # looking callable, a STOP, eight valid opcodes in a row, or four that run cleanly to the end of
+    # the sample (a truncated pickle is still a pickle). Detection only; analysis uses our own VM.
+    if head[:1] == b"c":
+        module, _, rest = head[1:].partition(b"\n")
+        name = rest.partition(b"\n")[0]
+        if _dotted_identifier(module) and _dotted_identifier(name):
+            return True
     stream = io.BytesIO(head)
     count = 0
     try:
@@ -109,13 +115,25 @@ def _plausible_proto01(head: bytes) -> bool:
             if opcode.name == "STOP" or count >= 8:
                 return True
     except (ValueError, EOFError, UnicodeDecodeError):
-        return count >= 1 and stream.tell() >= len(head)
+        return count >= 4 and stream.tell() >= len(head)
     return False
 
 
+def _dotted_identifier(text: bytes) -> bool:
+    try:
+        parts = text.decode("ascii").split(".")
+    except UnicodeDecodeError:
+        return False
+    return 0 < len(text) < 200 and all(p.isidentifier() for p in parts)
+
+
+# ModelProto fields an exporter may write first: ir_version, producer_name/version, domain,
+# model_version, doc_string, graph, opset_import (tags of fields 1-8 with their wire types).
+_ONNX_FIRST_KEYS = frozenset({0x08, 0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42})
+
+
 def _looks_like_onnx(head: bytes, name: str) -> bool:
-    # ModelProto starts with field 1 (ir_version, varint) in every exporter we know.
-    return head[:1] == b"\x08" and name.lower().endswith(".onnx")
+    return bool(head) and head[0] in _ONNX_FIRST_KEYS and name.lower().endswith(".onnx")
 
 
 def identify(head: bytes, size: int, name: str) -> Format:
@@ -156,7 +174,7 @@ def identify(head: bytes, size: int, name: str) -> Format:
         and (head[0] * 256 + head[1]) % 31 == 0
     ):
         return Format.ZLIB
-    if lower.endswith("saved_model.pb") or suffix == ".pb":
+    if lower.endswith(("saved_model.pb", "saved_model.pbtxt")) or suffix == ".pb":
         return Format.SAVEDMODEL
     if _looks_like_onnx(head, name):
         return Format.ONNX
