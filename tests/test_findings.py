@@ -45,9 +45,18 @@ def test_every_rule_has_a_complete_page() -> None:
     assert {"BST-SCAN-001", "BST-FMT-001"} <= {r.code for r in rules}
     for rule in rules:
         page = rule.page()
-        for section in ("## What it does", "## Why is this bad?", "## Example", "## Use instead", "## References"):
+        for section in (
+            "## What it does",
+            "## Why is this bad?",
+            "## Example",
+            "## Use instead",
+            "## References",
+        ):
             assert section in page, (rule.code, section)
-        assert rule.summary and rule.what_it_does and rule.why_bad and rule.references
+        assert rule.summary
+        assert rule.what_it_does
+        assert rule.why_bad
+        assert rule.references
 
 
 def test_rule_codes_are_unique_and_well_formed() -> None:

@@ -20,10 +20,18 @@ class Reference:
     url: str = ""
 
 
-CWE_502 = Reference("CWE-502: Deserialization of Untrusted Data", "https://cwe.mitre.org/data/definitions/502.html")
-OWASP_LLM03 = Reference("OWASP LLM03:2025 Supply Chain", "https://genai.owasp.org/llmrisk/llm032025-supply-chain/")
-ATLAS_AML_T0010 = Reference("MITRE ATLAS AML.T0010: ML Supply Chain Compromise", "https://atlas.mitre.org/techniques/AML.T0010")
-ATLAS_AML_T0011 = Reference("MITRE ATLAS AML.T0011.000: Unsafe ML Artifacts", "https://atlas.mitre.org/techniques/AML.T0011.000")
+CWE_502 = Reference(
+    "CWE-502: Deserialization of Untrusted Data", "https://cwe.mitre.org/data/definitions/502.html"
+)
+OWASP_LLM03 = Reference(
+    "OWASP LLM03:2025 Supply Chain", "https://genai.owasp.org/llmrisk/llm032025-supply-chain/"
+)
+ATLAS_AML_T0010 = Reference(
+    "MITRE ATLAS AML.T0010: ML Supply Chain Compromise", "https://atlas.mitre.org/techniques/AML.T0010"
+)
+ATLAS_AML_T0011 = Reference(
+    "MITRE ATLAS AML.T0011.000: Unsafe ML Artifacts", "https://atlas.mitre.org/techniques/AML.T0011.000"
+)
 SUPPLY_CHAIN_REFS = (CWE_502, OWASP_LLM03, ATLAS_AML_T0010, ATLAS_AML_T0011)
 
 

@@ -79,8 +79,10 @@ def test_text_files_are_examined_and_clean(tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text("# a model card\n")
     report = scan_paths([str(tmp_path)], ScanOptions(jobs=1, digest=True))
     [target] = report.targets
-    assert target.format == "data" and target.verdict is Verdict.CLEAN
-    assert target.sha256 is not None and len(target.sha256) == 64
+    assert target.format == "data"
+    assert target.verdict is Verdict.CLEAN
+    assert target.sha256 is not None
+    assert len(target.sha256) == 64
     assert report.findings == []
 
 

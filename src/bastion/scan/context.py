@@ -83,12 +83,19 @@ class ScanContext:
         """Record a finding of ``rule_id``; its severity defaults to the rule's."""
         rule = get_rule(rule_id)
         finding = Finding.make(
-            rule_id, severity if severity is not None else rule.severity, message, location, evidence, confidence
+            rule_id,
+            severity if severity is not None else rule.severity,
+            message,
+            location,
+            evidence,
+            confidence,
         )
         self.findings.append(finding)
         return finding
 
-    def incomplete(self, location: Location, reason: str, evidence: Mapping[str, object] | None = None) -> None:
+    def incomplete(
+        self, location: Location, reason: str, evidence: Mapping[str, object] | None = None
+    ) -> None:
         """Record that ``location`` could not be fully analysed, so a gate fails closed."""
         self.report(
             INCOMPLETE_RULE,
@@ -105,7 +112,9 @@ class ScanContext:
             return
         self.total_bytes += source.size
         if self.total_bytes > self.limits.max_total_bytes:
-            self.incomplete(location, f"more than {self.limits.max_total_bytes} decompressed bytes in one file")
+            self.incomplete(
+                location, f"more than {self.limits.max_total_bytes} decompressed bytes in one file"
+            )
             return
         assert self.dispatch is not None, "ScanContext.dispatch is set by the engine"
         self.depth += 1

@@ -21,8 +21,12 @@ register(
             "bomb, deep nesting) so that the scan errors and the gate fails open. Bastion fails closed: "
             "whatever could not be examined blocks at the default `--fail-on high`."
         ),
-        example="A pickle whose stream stops right after `REDUCE` (the nullifAI technique), or a 10 GB zip bomb.",
-        use_instead="Re-export the model from its source in a safe format (safetensors) or review it by hand.",
+        example=(
+            "A pickle whose stream stops right after `REDUCE` (the nullifAI technique), or a 10 GB zip bomb."
+        ),
+        use_instead=(
+            "Re-export the model from its source in a safe format (safetensors) or review it by hand."
+        ),
         false_positives="Genuinely corrupt downloads; re-download and compare the digest.",
         references=(CWE_502, OWASP_LLM03, Reference("ReversingLabs nullifAI (2025)")),
     )
@@ -34,15 +38,24 @@ register(
         name="extension-content-mismatch",
         severity=Severity.MEDIUM,
         summary="The file's extension promises one format but its content is another.",
-        what_it_does="Compares the format identified from magic bytes and structure with the one the extension implies.",
+        what_it_does=(
+            "Compares the format identified from magic bytes and structure with the one the extension "
+            "implies."
+        ),
         why_bad=(
-            "Scanners that route by extension skip or misread such files (CVE-2025-1889, CVE-2025-10155), while "
-            "loaders that sniff content still execute them: a pickle named `.safetensors` or `.bin` is a classic "
+            "Scanners that route by extension skip or misread such files (CVE-2025-1889, "
+            "CVE-2025-10155), while "
+            "loaders that sniff content still execute them: a pickle named `.safetensors` or `.bin` is "
+            "a classic "
             "way to slip a payload past a gate."
         ),
         example="`model.safetensors` whose bytes are a pickle.",
-        use_instead="Name files after what they contain; convert pickles to safetensors with `bastion convert`.",
-        false_positives="Tools that store several formats under a generic extension (`.bin` is allowed to hold either).",
+        use_instead=(
+            "Name files after what they contain; convert pickles to safetensors with `bastion convert`."
+        ),
+        false_positives=(
+            "Tools that store several formats under a generic extension (`.bin` is allowed to hold either)."
+        ),
         references=(CWE_502, OWASP_LLM03, Reference("CVE-2025-1889"), Reference("CVE-2025-10155")),
     )
 )

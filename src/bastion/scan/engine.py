@@ -17,7 +17,7 @@ from bastion import __version__
 from bastion.errors import BastionError, InputError, LimitExceeded, MalformedInput
 from bastion.findings import Finding, Location, Report, Severity, Skipped, Target, Verdict
 from bastion.scan.context import INCOMPLETE_RULE, Limits, ScanContext, Source, env_jobs
-from bastion.scan.formats import Format, extension_mismatch, identify
+from bastion.scan.formats import extension_mismatch, identify
 from bastion.scan.registry import scanners_for
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,10 @@ def settle_verdicts(targets: list[Target], findings: list[Finding]) -> list[Targ
     for t in targets:
         prefix = t.location.display
         mine = [
-            f for display, fs in by_display.items() if display == prefix or display.startswith(prefix + "!") for f in fs
+            f
+            for display, fs in by_display.items()
+            if display == prefix or display.startswith(prefix + "!")
+            for f in fs
         ]
         settled.append(replace(t, verdict=verdict_of(mine)))
     return settled
@@ -167,7 +170,9 @@ def verdict_of(findings: Sequence[Finding]) -> Verdict:
     return Verdict.CLEAN
 
 
-def scan_paths(paths: Sequence[str], options: ScanOptions | None = None, progress: Progress | None = None) -> Report:
+def scan_paths(
+    paths: Sequence[str], options: ScanOptions | None = None, progress: Progress | None = None
+) -> Report:
     """Scan files, directories and archives; the library entry point behind ``bastion scan``."""
     import bastion.scan  # noqa: F401  (registers every format scanner)
 
@@ -180,7 +185,11 @@ def scan_paths(paths: Sequence[str], options: ScanOptions | None = None, progres
     results: Iterable[FileResult]
     if jobs > 1 and len(work) > 4:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            results = list(_with_progress(pool.map(_scan_one, work, chunksize=max(1, len(work) // (jobs * 8))), len(work), progress))
+            results = list(
+                _with_progress(
+                    pool.map(_scan_one, work, chunksize=max(1, len(work) // (jobs * 8))), len(work), progress
+                )
+            )
     else:
         results = list(_with_progress(map(_scan_one, work), len(work), progress))
     for r in results:
@@ -192,7 +201,9 @@ def scan_paths(paths: Sequence[str], options: ScanOptions | None = None, progres
     return report
 
 
-def _with_progress(results: Iterable[FileResult], total: int, progress: Progress | None) -> Iterator[FileResult]:
+def _with_progress(
+    results: Iterable[FileResult], total: int, progress: Progress | None
+) -> Iterator[FileResult]:
     for done, r in enumerate(results, 1):
         if progress is not None:
             progress(done, total)
