@@ -172,3 +172,34 @@ def test_fuzz_python_and_json(text: str) -> None:
         ctx = ScanContext(dispatch=dispatch)
         dispatch(Source.from_bytes(text.encode("utf-8", "surrogatepass"), name), Location("fuzz"), ctx)
         assert not [f for f in ctx.findings if "scanner error" in f.message]
+
+
+def test_tokenizer_chat_template_ssti_is_critical(tmp_path: Path) -> None:
+    """transformers renders tokenizer_config.json chat templates: a sandbox escape there runs code."""
+    evil = "{{ cycler.__init__.__globals__.os.popen('echo bastion-test').read() }}"
+    ordinary = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "X",
+                "chat_template": [
+                    {"name": "default", "template": ordinary},
+                    {"name": "tool_use", "template": evil},
+                ],
+            }
+        )
+    )
+    report = scan_paths([str(folder)], ScanOptions(jobs=1))
+    critical = [f for f in report.findings if f.severity is Severity.CRITICAL]
+    assert critical
+    assert {f.rule_id[:7] for f in critical} == {"BST-TPL"}
+
+
+def test_tokenizer_ordinary_chat_template_is_clean(tmp_path: Path) -> None:
+    ordinary = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
+    path = tmp_path / "tokenizer_config.json"
+    path.write_text(json.dumps({"tokenizer_class": "X", "chat_template": ordinary}))
+    report = scan_paths([str(path)], ScanOptions(jobs=1))
+    assert [f for f in report.findings if f.severity >= Severity.MEDIUM] == []

@@ -18,6 +18,7 @@ from bastion.findings import Location, Severity
 from bastion.rules import SUPPLY_CHAIN_REFS, Reference, Rule, register
 from bastion.scan.context import ScanContext, Source
 from bastion.scan.formats import Format
+from bastion.scan.jinja_check import check_template
 from bastion.scan.keras_config import NotJson, is_keras_config, load_json_document
 from bastion.scan.registry import scanner
 
@@ -152,7 +153,8 @@ _HF_KEYS = frozenset(
         """
     )
 )
-_HF_MARKERS = tuple(f'"{k}"'.encode() for k in sorted(_HF_KEYS))
+_HF_MARKERS = (*(f'"{k}"'.encode() for k in sorted(_HF_KEYS)), b'"chat_template"')
+_MAX_TEMPLATES = 64
 _REMOTE_CODE_NAME = re.compile(
     r"^(modeling|configuration|tokenization|processing|image_processing|feature_extraction)_"
 )
@@ -281,6 +283,20 @@ def scan_hf_json(source: Source, location: Location, ctx: ScanContext) -> None:
     except NotJson:
         return  # the Keras scanner reports unreadable configs; other JSON is data
     check_hf_config(obj, source, location, ctx)
+    if isinstance(obj, dict):
+        check_chat_templates(obj.get("chat_template"), location, ctx)
+
+
+def check_chat_templates(value: object, location: Location, ctx: ScanContext) -> None:
+    """Analyse tokenizer_config.json chat templates (a string, or a list of {name, template})."""
+    # transformers renders these with Jinja2 on every apply_chat_template call, as llama.cpp does GGUF's.
+    if isinstance(value, str):
+        check_template(value, location, ctx, key="chat_template")
+    elif isinstance(value, list):
+        for entry in value[:_MAX_TEMPLATES]:
+            if isinstance(entry, dict) and isinstance(entry.get("template"), str):
+                name = str(entry.get("name", "?"))[:64]
+                check_template(entry["template"], location, ctx, key=f"chat_template.{name}")
 
 
 def _auto_mapped_files(folder: Path) -> set[str]:
