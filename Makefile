@@ -15,8 +15,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
+# The demo builds a sample directory (benign and malicious models, generated on the fly, never loaded),
+# shows the findings table, then writes SARIF. The scan exits 1 because the samples are malicious.
 demo: $(STAMP)
-	$(BIN)/python -m bastion.demo $(DEMO_DIR)
+	rm -rf $(DEMO_DIR)
+	$(BIN)/python benchmarks/corpus.py $(DEMO_DIR)/samples --demo
+	-$(BIN)/bastion scan $(DEMO_DIR)/samples --no-progress
+	-$(BIN)/bastion scan $(DEMO_DIR)/samples --no-progress --format sarif --output $(DEMO_DIR)/bastion.sarif
+	@echo "SARIF written to $(DEMO_DIR)/bastion.sarif"
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks

@@ -83,7 +83,9 @@ def register(rule: Rule) -> Rule:
 def _load_catalogue() -> None:
     # Importing the scanners registers their rules; the import is here so that the catalogue is
     # complete whichever entry point asked for it.
-    import bastion.scan  # noqa: F401
+    from bastion.scan.registry import load_all
+
+    load_all()
 
 
 def all_rules() -> list[Rule]:
@@ -94,8 +96,11 @@ def all_rules() -> list[Rule]:
 
 def get_rule(code: str) -> Rule:
     """Return the rule with ``code`` or raise a :class:`UsageError` naming it."""
-    _load_catalogue()
-    rule = _REGISTRY.get(code.strip().upper())
+    code = code.strip().upper()
+    rule = _REGISTRY.get(code)
+    if rule is None:  # not yet imported: a finding's module registers its rules before reporting
+        _load_catalogue()
+        rule = _REGISTRY.get(code)
     if rule is None:
         raise UsageError(f"unknown rule {code!r}; `bastion rules list` shows every rule")
     return rule

@@ -52,6 +52,7 @@ def test_scanner_crash_fails_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     def malformed(source: Source, location: Location, ctx: ScanContext) -> None:
         raise MalformedInput("header truncated at byte 3")
 
+    scan_registry.load_all()  # so that no lazy import registers into the patched list
     monkeypatch.setitem(scan_registry._SCANNERS, Format.DATA, [broken, malformed])
     path = tmp_path / "notes.txt"
     path.write_text("plain text")
@@ -92,3 +93,11 @@ def test_parallel_and_serial_scans_agree(tmp_path: Path) -> None:
     serial = scan_paths([str(tmp_path)], ScanOptions(jobs=1))
     parallel = scan_paths([str(tmp_path)], ScanOptions(jobs=2))
     assert serial.targets == parallel.targets
+
+
+def test_every_format_has_scanners_and_modules_load_lazily() -> None:
+    for fmt in Format:
+        assert scan_registry.scanners_for(fmt), fmt
+    assert set(scan_registry.ALL_MODULES) <= {
+        m for mods in scan_registry.FORMAT_MODULES.values() for m in mods
+    }

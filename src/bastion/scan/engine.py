@@ -9,7 +9,6 @@ import os
 import posixpath
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from bastion.errors import BastionError, InputError, LimitExceeded, MalformedInp
 from bastion.findings import Finding, Location, Report, Severity, Skipped, Target, Verdict
 from bastion.scan.context import INCOMPLETE_RULE, Limits, ScanContext, Source, env_jobs
 from bastion.scan.formats import extension_mismatch, identify
-from bastion.scan.registry import scanners_for
+from bastion.scan.registry import load_all, scanners_for
 
 log = logging.getLogger(__name__)
 
@@ -143,18 +142,14 @@ def _scan_one(job: tuple[Path, str, ScanOptions]) -> FileResult:
 
 def settle_verdicts(targets: list[Target], findings: list[Finding]) -> list[Target]:
     """Give each target the verdict of the worst finding at it or inside it."""
-    by_display: dict[str, list[Finding]] = {}
+    by_path: dict[str, list[Finding]] = {}
     for f in findings:
-        by_display.setdefault(f.location.display, []).append(f)
+        by_path.setdefault(f.location.path, []).append(f)
     settled = []
     for t in targets:
-        prefix = t.location.display
-        mine = [
-            f
-            for display, fs in by_display.items()
-            if display == prefix or display.startswith(prefix + "!")
-            for f in fs
-        ]
+        members = t.location.members
+        depth = len(members)
+        mine = [f for f in by_path.get(t.location.path, ()) if f.location.members[:depth] == members]
         settled.append(replace(t, verdict=verdict_of(mine)))
     return settled
 
@@ -174,8 +169,6 @@ def scan_paths(
     paths: Sequence[str], options: ScanOptions | None = None, progress: Progress | None = None
 ) -> Report:
     """Scan files, directories and archives; the library entry point behind ``bastion scan``."""
-    import bastion.scan  # noqa: F401  (registers every format scanner)
-
     options = options or ScanOptions()
     started = time.perf_counter()
     files = list(iter_files(paths, options))
@@ -184,6 +177,9 @@ def scan_paths(
     work = [(p, d, options) for p, d in files]
     results: Iterable[FileResult]
     if jobs > 1 and len(work) > 4:
+        from concurrent.futures import ProcessPoolExecutor  # only a directory scan pays for it
+
+        load_all()  # once in the parent, so forked workers share the imported scanners
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             results = list(
                 _with_progress(
