@@ -57,3 +57,11 @@ def test_extension_mismatch() -> None:
     assert extension_mismatch("model.safetensors", Format.PICKLE) == frozenset({Format.SAFETENSORS})
     assert extension_mismatch("pytorch_model.bin", Format.PICKLE) is None
     assert extension_mismatch("notes.unknownext", Format.PICKLE) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b"import os\nimport json\n\nprint(1)\n", b"little", b"(this is text in parentheses)", b"3\n"],
+)
+def test_text_is_not_mistaken_for_a_pickle(text: bytes) -> None:
+    assert identify(text, len(text), "notes") is not Format.PICKLE

@@ -110,13 +110,20 @@ def _plausible_proto01(head: bytes) -> bool:
     stream = io.BytesIO(head)
     count = 0
     try:
-        for opcode, _arg, _pos in pickletools.genops(stream):
+        for opcode, arg, _pos in pickletools.genops(stream):
+            if opcode.name in ("GLOBAL", "INST") and not _names_callable(arg):
+                return False  # `import os` reads as INST "mport os"; a real one names module and attribute
             count += 1
             if opcode.name == "STOP" or count >= 8:
                 return True
     except (ValueError, EOFError, UnicodeDecodeError):
         return count >= 4 and stream.tell() >= len(head)
     return False
+
+
+def _names_callable(arg: object) -> bool:
+    module, _, name = str(arg).partition(" ")
+    return _dotted_identifier(module.encode()) and _dotted_identifier(name.encode())
 
 
 def _dotted_identifier(text: bytes) -> bool:
