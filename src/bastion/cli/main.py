@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import traceback
 from collections.abc import Callable
@@ -50,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line and return its exit code (0 pass, 1 findings, 2 error)."""
     args_list, debug = _take_debug(sys.argv[1:] if argv is None else argv)
     if debug:
+        import logging  # only under --debug: the scan path should not pay for it
+
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s", stream=sys.stderr)
     try:
         args = build_parser().parse_args(args_list)

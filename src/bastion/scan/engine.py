@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import logging
 import os
 import posixpath
 import time
@@ -18,8 +17,6 @@ from bastion.findings import Finding, Location, Report, Severity, Skipped, Targe
 from bastion.scan.context import INCOMPLETE_RULE, Limits, ScanContext, Source, env_jobs
 from bastion.scan.formats import extension_mismatch, identify
 from bastion.scan.registry import load_all, scanners_for
-
-log = logging.getLogger(__name__)
 
 _HASH_CHUNK = 8 << 20
 
@@ -67,7 +64,11 @@ def dispatch(source: Source, location: Location, ctx: ScanContext) -> None:
         except MemoryError:
             ctx.incomplete(location, "content too large to analyse in memory")
         except Exception as exc:  # a scanner bug must fail closed, never pass a file as clean
-            log.debug("scanner %s failed on %s", scan.__name__, location.display, exc_info=True)
+            import logging  # only here: the scan path should not pay for logging's import
+
+            logging.getLogger(__name__).debug(
+                "scanner %s failed on %s", scan.__name__, location.display, exc_info=True
+            )
             ctx.incomplete(location, f"scanner error ({type(exc).__name__}: {exc})")
 
 

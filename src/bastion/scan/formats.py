@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import io
-import pickletools
 import struct
 from pathlib import PurePosixPath
 
@@ -107,6 +106,8 @@ def _plausible_proto01(head: bytes) -> bool:
         name = rest.partition(b"\n")[0]
         if _dotted_identifier(module) and _dotted_identifier(name):
             return True
+    import pickletools  # only text that starts like a protocol-0 pickle pays for this import
+
     stream = io.BytesIO(head)
     count = 0
     try:
