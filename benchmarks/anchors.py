@@ -15,6 +15,7 @@ Run ``python benchmarks/anchors.py install`` to install them all (minutes, netwo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -63,6 +64,7 @@ class AnchorResult:
     exit_code: int | None
     seconds: float
     detail: str = ""
+    max_severity: str = ""  # the worst severity in the tool's JSON report, where it has one
 
 
 def venv_bin(tool: str) -> Path:
@@ -99,7 +101,8 @@ def version(tool: str) -> str:
     return out.stdout.strip() or "unknown"
 
 
-def _env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
+    """The environment every anchor and timed child runs with: no telemetry, no venv leakage."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
     env.update(NO_TELEMETRY)
     return env
@@ -132,22 +135,38 @@ def run(tool: str, path: Path, *, timeout: float = 120.0) -> AnchorResult:
         return AnchorResult(tool, "unavailable", None, 0.0, "not installed")
     with tempfile.TemporaryDirectory(prefix=f"bench-{tool}-") as tmp:
         json_out = Path(tmp) / "out.json"
-        cmd = command(tool, path, json_out)
+        cmd = command(tool, path.resolve(), json_out)
         started = time.perf_counter()
         try:
             # cwd is the temp dir: fickling appends safety_results.json to the working directory.
             proc = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=tmp, check=False
+                cmd, capture_output=True, text=True, timeout=timeout, env=child_env(), cwd=tmp, check=False
             )
         except subprocess.TimeoutExpired:
             return AnchorResult(tool, "timeout", None, time.perf_counter() - started, "timed out")
         seconds = time.perf_counter() - started
         verdict = _map_exit(tool, proc.returncode)
         detail = _detail(tool, json_out, proc)
+        worst = _max_severity(json_out)
         if tool == "fickling" and proc.returncode == 1 and "Traceback" in proc.stderr:
             # A crash exits 1 too, which a gate reads as "unsafe"; keep it apart in the table.
             verdict = "error"
-        return AnchorResult(tool, verdict, proc.returncode, seconds, detail)
+        return AnchorResult(tool, verdict, proc.returncode, seconds, detail, worst)
+
+
+_SEVERITY_ORDER = ("", "debug", "info", "low", "warning", "medium", "high", "critical")
+
+
+def _max_severity(json_out: Path) -> str:
+    """The worst ``severity`` among the report's issues (modelaudit, modelscan), lower-cased."""
+    try:
+        data = json.loads(json_out.read_text())
+    except (OSError, ValueError):
+        return ""
+    issues = data.get("issues", []) if isinstance(data, dict) else []
+    found = {str(i.get("severity", "")).lower() for i in issues if isinstance(i, dict)}
+    ranked = [s for s in _SEVERITY_ORDER if s in found]
+    return ranked[-1] if ranked else ""
 
 
 def _detail(tool: str, json_out: Path, proc: subprocess.CompletedProcess[str]) -> str:
@@ -182,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{tool} {version(tool)}", file=sys.stderr)
         return 0
     result = run(args.tool, args.path)
-    print(json.dumps(result.__dict__, indent=2))
+    print(json.dumps(dataclasses.asdict(result), indent=2))
     return 0
 
 
