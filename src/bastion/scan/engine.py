@@ -184,7 +184,9 @@ def scan_paths(
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             results = list(
                 _with_progress(
-                    pool.map(_scan_one, work, chunksize=max(1, len(work) // (jobs * 8))), len(work), progress
+                    pool.map(_scan_one, work, chunksize=max(1, min(16, len(work) // (jobs * 32)))),
+                    len(work),
+                    progress,
                 )
             )
     else:
