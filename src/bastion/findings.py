@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -121,6 +120,8 @@ class Finding:
     @property
     def fingerprint(self) -> str:
         """A stable identity that ignores offsets and lines, for baselines and SARIF."""
+        import hashlib  # imported here: only reports with findings need it, and it is slow to import
+
         h = hashlib.sha256()
         h.update(self.rule_id.encode())
         h.update(b"\0" + self.location.display.encode("utf-8", "surrogateescape"))

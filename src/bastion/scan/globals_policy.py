@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
+from pathlib import Path
 
 
 class ImportVerdict(enum.StrEnum):
@@ -44,7 +44,8 @@ class _Policy:
 
 
 def _load() -> _Policy:
-    text = resources.files("bastion.scan").joinpath("data/globals.toml").read_text(encoding="utf-8")
+    # A plain file read: importlib.resources would pull zipfile and threading into every scan's start-up.
+    text = (Path(__file__).parent / "data" / "globals.toml").read_text(encoding="utf-8")
     doc = tomllib.loads(text)
     allowed: dict[tuple[str, str], str] = {}
     for profile, body in doc["profiles"].items():
