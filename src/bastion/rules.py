@@ -69,6 +69,45 @@ class Rule:
 _REGISTRY: dict[str, Rule] = {}
 
 
+@dataclass(frozen=True, slots=True)
+class RuleFamily:
+    """Declares the rules of one family, which share their advice, caveats and references."""
+
+    why_bad: str
+    use_instead: str
+    false_positives: str
+    references: tuple[Reference, ...]
+
+    def __call__(
+        self,
+        code: str,
+        name: str,
+        severity: Severity,
+        summary: str,
+        what: str,
+        example: str,
+        why: str | None = None,
+        *,
+        use_instead: str | None = None,
+        fp: str | None = None,
+    ) -> Rule:
+        """Register one rule of the family; keyword arguments override the family's text."""
+        return register(
+            Rule(
+                code=code,
+                name=name,
+                severity=severity,
+                summary=summary,
+                what_it_does=what,
+                why_bad=why or self.why_bad,
+                example=example,
+                use_instead=use_instead or self.use_instead,
+                false_positives=fp or self.false_positives,
+                references=self.references,
+            )
+        )
+
+
 def register(rule: Rule) -> Rule:
     """Add ``rule`` to the catalogue; a code may be declared only once."""
     if not _CODE.match(rule.code):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from bastion.errors import LimitExceeded
 from bastion.findings import Location, Severity
-from bastion.rules import OWASP_LLM03, Reference, Rule, register
+from bastion.rules import OWASP_LLM03, Reference, RuleFamily
 from bastion.scan.context import ScanContext, Source
 from bastion.scan.formats import Format
 from bastion.scan.gguf_types import (
@@ -54,26 +54,15 @@ _DIFFERENTIAL = (
 )
 
 
-def _rule(
-    code: str, name: str, severity: Severity, summary: str, what: str, example: str, why: str = _DIFFERENTIAL
-) -> None:
-    register(
-        Rule(
-            code=code,
-            name=name,
-            severity=severity,
-            summary=summary,
-            what_it_does=what,
-            why_bad=why,
-            example=example,
-            use_instead=(
-                "Re-convert the model with llama.cpp's `convert_hf_to_gguf.py` or gguf-py's `GGUFWriter` "
-                "from a trusted source."
-            ),
-            false_positives="Files written by llama.cpp or gguf-py never trigger it.",
-            references=_GGUF_REFS,
-        )
-    )
+_rule = RuleFamily(
+    why_bad=_DIFFERENTIAL,
+    use_instead=(
+        "Re-convert the model with llama.cpp's `convert_hf_to_gguf.py` or gguf-py's `GGUFWriter` "
+        "from a trusted source."
+    ),
+    false_positives="Files written by llama.cpp or gguf-py never trigger it.",
+    references=_GGUF_REFS,
+)
 
 
 _rule(

@@ -19,7 +19,7 @@ from jinja2.ext import Extension
 from jinja2.parser import Parser
 
 from bastion.findings import Confidence, Location, Severity
-from bastion.rules import OWASP_LLM03, Reference, Rule, register
+from bastion.rules import OWASP_LLM03, Reference, RuleFamily
 from bastion.scan.context import ScanContext
 from bastion.scan.jinja_fold import Folder, unparse
 
@@ -44,25 +44,12 @@ _USE_INSTEAD = (
 )
 
 
-def _rule(
-    code: str, name: str, severity: Severity, summary: str, what: str, example: str, **extra: str
-) -> None:
-    register(
-        Rule(
-            code=code,
-            name=name,
-            severity=severity,
-            summary=summary,
-            what_it_does=what,
-            why_bad=extra.get("why", _ESCAPE_WHY),
-            example=example,
-            use_instead=extra.get("use_instead", _USE_INSTEAD),
-            false_positives=extra.get(
-                "fp", "Ordinary chat templates (ChatML, Llama, Mistral, Gemma, Qwen) never trigger it."
-            ),
-            references=_TPL_REFS,
-        )
-    )
+_rule = RuleFamily(
+    why_bad=_ESCAPE_WHY,
+    use_instead=_USE_INSTEAD,
+    false_positives="Ordinary chat templates (ChatML, Llama, Mistral, Gemma, Qwen) never trigger it.",
+    references=_TPL_REFS,
+)
 
 
 _rule(

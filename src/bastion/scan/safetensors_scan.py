@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bastion.findings import Location, Severity
-from bastion.rules import OWASP_LLM03, Reference, Rule, register
+from bastion.rules import OWASP_LLM03, Reference, RuleFamily
 from bastion.scan.context import ScanContext, Source
 from bastion.scan.formats import Format
 from bastion.scan.registry import scanner
@@ -69,23 +69,12 @@ _REEXPORT = (
 )
 
 
-def _rule(
-    code: str, name: str, severity: Severity, summary: str, what: str, example: str, why: str = _DIFFERENTIAL
-) -> None:
-    register(
-        Rule(
-            code=code,
-            name=name,
-            severity=severity,
-            summary=summary,
-            what_it_does=what,
-            why_bad=why,
-            example=example,
-            use_instead=_REEXPORT,
-            false_positives="Files written by the `safetensors` library never trigger it.",
-            references=_ST_REFS,
-        )
-    )
+_rule = RuleFamily(
+    why_bad=_DIFFERENTIAL,
+    use_instead=_REEXPORT,
+    false_positives="Files written by the `safetensors` library never trigger it.",
+    references=_ST_REFS,
+)
 
 
 _rule(
