@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
+from protobuf_encode import lfield
 
 from bastion.findings import Finding, Location, Severity, Verdict
 from bastion.scan import ScanOptions, scan_paths
@@ -172,21 +173,12 @@ def test_external_data_inside_subgraph_attribute(tmp_path: Path) -> None:
     assert {f.rule_id for f in findings} == {"BST-ONNX-001"}
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def test_reordered_fields_are_still_onnx(tmp_path: Path) -> None:
     # Protobuf accepts fields in any order, so a model whose graph comes first still loads.
     model = _with_external(tmp_path, "/etc/passwd")
     graph = model.graph.SerializeToString()
     model.ClearField("graph")
-    (tmp_path / "r.onnx").write_bytes(b"\x3a" + _varint(len(graph)) + graph + model.SerializeToString())
+    (tmp_path / "r.onnx").write_bytes(lfield(7, graph) + model.SerializeToString())  # 7: ModelProto.graph
     findings, verdict = _scan(tmp_path / "r.onnx")
     assert {f.rule_id for f in findings} == {"BST-ONNX-001"}
     assert verdict == Verdict.MALICIOUS

@@ -7,27 +7,10 @@ import contextlib
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from protobuf_encode import lfield, varint, vfield
 
 from bastion.errors import LimitExceeded, MalformedInput
 from bastion.scan.protobuf_wire import I32, I64, LEN, VARINT, Budget, Message, read_varint
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def vfield(number: int, value: int) -> bytes:
-    return varint(number << 3) + varint(value)
-
-
-def lfield(number: int, data: bytes | str) -> bytes:
-    raw = data.encode() if isinstance(data, str) else data
-    return varint(number << 3 | 2) + varint(len(raw)) + raw
 
 
 def test_decodes_every_wire_type() -> None:

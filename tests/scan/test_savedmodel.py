@@ -8,26 +8,13 @@ from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from protobuf_encode import lfield, varint
 
 from bastion.findings import Finding, Location, Severity, Verdict
 from bastion.scan import ScanOptions, scan_paths
 from bastion.scan.context import ScanContext, Source
 from bastion.scan.engine import dispatch
 from bastion.scan.savedmodel import scan_savedmodel
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def lfield(number: int, data: bytes | str) -> bytes:
-    raw = data.encode() if isinstance(data, str) else data
-    return varint(number << 3 | 2) + varint(len(raw)) + raw
 
 
 def func_attr(name: str) -> bytes:
