@@ -173,3 +173,23 @@ def test_measured_torch_checkpoint_is_safe() -> None:
         data = zf.read(next(n for n in zf.namelist() if n.endswith("data.pkl")))
     unsafe = {pair for pair in _imports(data) if rate_import(*pair).verdict is not ImportVerdict.SAFE}
     assert unsafe == set()
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("transformers.training_args", "TrainingArguments"),
+        ("transformers.trainer_utils", "IntervalStrategy"),
+        ("accelerate.utils.dataclasses", "DistributedType"),
+    ],
+)
+def test_training_args_profile(module: str, name: str) -> None:
+    """Hugging Face repositories ship training_args.bin; its classes are measured and allowed."""
+    rating = rate_import(module, name)
+    assert rating.verdict is ImportVerdict.SAFE
+    assert rating.profile == "transformers-args"
+
+
+def test_training_args_profile_allows_nothing_else_in_transformers() -> None:
+    assert rate_import("transformers.training_args", "os").verdict is not ImportVerdict.SAFE
+    assert rate_import("transformers.trainer_utils", "set_seed").verdict is ImportVerdict.UNKNOWN
