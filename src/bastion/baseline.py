@@ -11,9 +11,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from bastion import __version__
+from bastion.atomic import atomic_write_text
 from bastion.errors import ConfigError
 from bastion.findings import Finding, Report, sort_findings
-from bastion.render.interface import atomic_write_text
 
 BASELINE_VERSION = "1.0"
 

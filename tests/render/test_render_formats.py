@@ -11,9 +11,10 @@ from typing import Any
 import jsonschema
 import pytest
 
+from bastion.atomic import atomic_write_text
 from bastion.findings import Finding, Location, Report, Severity
 from bastion.render import render
-from bastion.render.interface import RenderOptions, atomic_write_text, summary_line
+from bastion.render.interface import RenderOptions, summary_line
 from bastion.render.json import load_schema, report_dict
 from bastion.render.sarif import FINGERPRINT_KEY, SECURITY_SEVERITY, artifact_uri, level, sarif_dict
 

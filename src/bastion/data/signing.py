@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,6 +10,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from bastion.atomic import atomic_write_bytes
 from bastion.data.manifest import Manifest, Signature
 from bastion.errors import InputError
 
@@ -99,19 +98,8 @@ def generate_key(path: Path) -> Ed25519PrivateKey:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    directory = path.parent if str(path.parent) else Path(".")
     try:
-        # mkstemp creates the file 0600 from the start, so the key is never readable by others.
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        atomic_write_bytes(path, pem, private=True)
     except OSError as exc:
         raise InputError(f"{path}: cannot write the key ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return key

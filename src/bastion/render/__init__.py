@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import importlib
 
+from bastion.atomic import atomic_write_text
 from bastion.errors import UsageError
 from bastion.findings import Report
-from bastion.render.interface import Renderer, RenderOptions, atomic_write_text, summary_line
+from bastion.render.interface import Renderer, RenderOptions, summary_line
 
 FORMATS: dict[str, tuple[str, str]] = {
     "table": ("bastion.render.text", "render_text"),
