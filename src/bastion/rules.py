@@ -122,6 +122,7 @@ def register(rule: Rule) -> Rule:
 def _load_catalogue() -> None:
     # Importing the scanners registers their rules; the import is here so that the catalogue is
     # complete whichever entry point asked for it.
+    import bastion.data.audit.rules  # noqa: F401  (declares the BST-DATA rules; no heavy imports)
     from bastion.scan.registry import load_all
 
     load_all()

@@ -1,18 +1,5 @@
-"""Dataset integrity: fingerprint a dataset into a signed manifest and verify data against it later."""
+"""Training-data security: integrity manifests, poisoning audits, sanitizing with validation.
 
-from __future__ import annotations
-
-from bastion.data.manifest import FileEntry, Manifest, Signature, build_manifest, load_manifest
-from bastion.data.verify import FileChange, RowDiff, VerifyResult, diff_manifests
-
-__all__ = [
-    "FileChange",
-    "FileEntry",
-    "Manifest",
-    "RowDiff",
-    "Signature",
-    "VerifyResult",
-    "build_manifest",
-    "diff_manifests",
-    "load_manifest",
-]
+The subpackages import their heavy dependencies (pandas, scikit-learn, cryptography) themselves, so that
+importing ``bastion.data.audit.rules`` for the rule catalogue stays cheap and works without the extra.
+"""

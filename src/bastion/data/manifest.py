@@ -56,6 +56,8 @@ class Manifest:
     root: str
     signature: Signature | None = None
     schema_version: int = SCHEMA_VERSION
+    # Lineage records of the step that produced this data (see bastion.data.lineage); signed with the rest.
+    lineage: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data, ``format`` marker first in meaning (key order is canonicalised anyway)."""
@@ -64,6 +66,10 @@ class Manifest:
         data["files"] = [_file_dict(f) for f in self.files]
         if self.signature is None:
             del data["signature"]
+        if self.lineage:
+            data["lineage"] = [dict(record) for record in self.lineage]
+        else:
+            del data["lineage"]
         return data
 
     def to_json(self) -> bytes:
@@ -189,6 +195,10 @@ def manifest_from_dict(data: Any) -> Manifest:
         files=tuple(_entry_from(f) for f in _require_type(data["files"], list, "files")),
         root=_require_type(data["root"], str, "root"),
         signature=signature,
+        lineage=tuple(
+            _require_type(r, dict, "lineage record")
+            for r in _require_type(data.get("lineage", []), list, "lineage")
+        ),
     )
 
 

@@ -89,6 +89,11 @@ def _records(path: Path) -> Iterator[tuple[int, bytes]]:
         raise InputError(f"{path}: line {start}: unterminated quoted CSV field")
 
 
+def csv_records(path: Path) -> Iterator[tuple[int, bytes]]:
+    """Each CSV record's raw bytes (header first, blank records included) with its first line number."""
+    return _records(path)
+
+
 def _decode(path: Path, number: int, raw: bytes) -> str:
     try:
         return raw.decode("utf-8")

@@ -1,0 +1,242 @@
+"""Load a dataset for auditing: a table (CSV, Parquet, JSONL), arrays (.npy/.npz) or text, as AuditData."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bastion.data.audit.base import AuditData, FloatArray, IntArray
+from bastion.data.audit.encode import TableEncoder
+from bastion.data.readers import one_line_reason
+from bastion.errors import InputError
+
+TABLE_SUFFIXES = (".csv", ".parquet", ".jsonl", ".tsv")
+ARRAY_SUFFIXES = (".npz",)
+# Files above this size are audited by the streaming path rather than loaded whole (a table in pandas takes
+# several times its CSV size in memory).
+DEFAULT_IN_MEMORY_BYTES = 256 << 20
+
+
+def in_memory_limit() -> int:
+    """Largest file loaded whole; ``BASTION_AUDIT_IN_MEMORY_BYTES`` overrides it."""
+    raw = os.environ.get("BASTION_AUDIT_IN_MEMORY_BYTES", "")
+    try:
+        return int(raw) if raw else DEFAULT_IN_MEMORY_BYTES
+    except ValueError:
+        raise InputError(f"BASTION_AUDIT_IN_MEMORY_BYTES: not a number: {raw!r}") from None
+
+
+def should_stream(path: Path) -> bool:
+    """Whether ``path`` is a table too large to load whole."""
+    return path.suffix.lower() in (".csv", ".parquet", ".tsv") and path.stat().st_size > in_memory_limit()
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a whole table by suffix, turning every library failure into a one-line InputError."""
+    suffix = path.suffix.lower()
+    if path.is_dir() or suffix not in TABLE_SUFFIXES:
+        raise InputError(f"{path}: not a table (expected one of {', '.join(TABLE_SUFFIXES)} or .npz)")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty")
+    try:
+        if suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        elif suffix == ".jsonl":
+            frame = pd.read_json(path, lines=True)
+        else:
+            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", low_memory=False)
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise InputError(f"{path}: cannot read it as {suffix[1:]}: {one_line_reason(exc)}") from None
+    if frame.empty:
+        raise InputError(f"{path}: no rows")
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
+
+
+def encode_labels(values: pd.Series | np.ndarray[Any, Any], what: str) -> tuple[IntArray, list[str]]:
+    """Integer codes and class names (sorted) for a label column; InputError on blanks or a single class."""
+    series = pd.Series(values)
+    blank = series.isna().to_numpy()
+    if blank.any():
+        first = int(np.flatnonzero(blank)[0])
+        raise InputError(f"{what} is empty on {int(blank.sum())} rows (first: row {first})")
+    codes, uniques = pd.factorize(series, sort=True)
+    classes = [str(v) for v in uniques]
+    if len(classes) < 2:
+        only = classes[0] if classes else "nothing"
+        raise InputError(f"{what} has a single class ({only!r}); an audit needs at least two")
+    return codes.astype(np.int64), classes
+
+
+def from_arrays(
+    features: np.ndarray[Any, Any],
+    labels: np.ndarray[Any, Any],
+    *,
+    kind: str = "tabular",
+    feature_names: list[str] | None = None,
+    sources: np.ndarray[Any, Any] | None = None,
+    path: str = "<memory>",
+) -> AuditData:
+    """AuditData from a feature matrix used as given (images: flattened and scaled by the caller)."""
+    matrix = np.asarray(features, dtype=np.float64)
+    image_shape = tuple(matrix.shape[1:]) if matrix.ndim > 2 else None
+    matrix = matrix.reshape(len(matrix), -1)
+    if len(matrix) == 0:
+        raise InputError(f"{path}: no rows")
+    if len(labels) != len(matrix):
+        raise InputError(f"{path}: {len(labels)} labels for {len(matrix)} rows")
+    if not np.isfinite(matrix).all():
+        raise InputError(f"{path}: features hold NaN or infinite values")
+    codes, classes = encode_labels(np.asarray(labels), f"{path}: labels")
+    names = feature_names or [f"f{i}" for i in range(matrix.shape[1])]
+    return AuditData(
+        path=path,
+        kind=kind,
+        features=matrix,
+        labels=codes,
+        classes=classes,
+        feature_names=names,
+        sources=None if sources is None else np.asarray(sources).astype(str),
+        image_shape=image_shape,
+    )
+
+
+def _split_columns(
+    frame: pd.DataFrame, label: str, source_column: str | None, where: str
+) -> tuple[pd.DataFrame, pd.Series, np.ndarray[Any, Any] | None]:
+    columns = list(frame.columns)
+    if label not in columns:
+        raise InputError(f"{where}: no label column {label!r} (columns: {', '.join(columns[:20])})")
+    if source_column is not None and source_column not in columns:
+        raise InputError(f"{where}: no source column {source_column!r} (columns: {', '.join(columns[:20])})")
+    drop = [label] if source_column is None else [label, source_column]
+    sources = None
+    if source_column is not None:
+        sources = frame[source_column].astype("string").fillna("<missing>").to_numpy(dtype=str)
+    return frame.drop(columns=drop), frame[label], sources
+
+
+def from_frame(
+    frame: pd.DataFrame,
+    label: str,
+    *,
+    source_column: str | None = None,
+    text_column: str | None = None,
+    path: str = "<memory>",
+) -> AuditData:
+    """AuditData from a DataFrame: the label and source columns split off, the rest encoded or embedded."""
+    features_frame, label_values, sources = _split_columns(frame, label, source_column, path)
+    labels, classes = encode_labels(label_values, f"{path}: label column {label!r}")
+    texts: list[str] | None = None
+    if text_column is not None:
+        if text_column not in features_frame.columns:
+            raise InputError(f"{path}: no text column {text_column!r}")
+        from bastion.data.audit.embed import embed_texts
+
+        texts = features_frame[text_column].astype("string").fillna("").tolist()
+        matrix: FloatArray = embed_texts(texts)
+        names = [f"embedding_{i}" for i in range(matrix.shape[1])]
+        kind = "text"
+    else:
+        encoder = TableEncoder.fit(features_frame)
+        matrix = encoder.transform(features_frame)
+        names = encoder.feature_names
+        kind = "tabular"
+    return AuditData(
+        encoder=None if text_column is not None else encoder,
+        path=path,
+        kind=kind,
+        features=matrix,
+        labels=labels,
+        classes=classes,
+        feature_names=names,
+        frame=features_frame.reset_index(drop=True),
+        sources=sources,
+        texts=texts,
+    )
+
+
+def _load_npz(path: Path, label: str) -> AuditData:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{path}: cannot read it as .npz: {one_line_reason(exc)}") from None
+    if label not in arrays:
+        raise InputError(f"{path}: no label array {label!r} (arrays: {', '.join(sorted(arrays))})")
+    others = [name for name in arrays if name != label]
+    if len(others) != 1:
+        raise InputError(f"{path}: expected one feature array besides {label!r}, found {others}")
+    features = arrays[others[0]]
+    if not np.issubdtype(features.dtype, np.number):
+        raise InputError(f"{path}: feature array {others[0]!r} is not numeric ({features.dtype})")
+    kind = "image" if features.ndim >= 3 else "tabular"
+    if kind == "image" and features.size and float(np.max(features)) > 1.0:
+        features = features / float(np.max(features))  # pixels to [0, 1] whatever their bit depth
+    return from_arrays(features, arrays[label], kind=kind, path=str(path))
+
+
+def load_dataset(
+    path: Path, label: str, *, source_column: str | None = None, text_column: str | None = None
+) -> AuditData:
+    """Load ``path`` whole for an in-memory audit."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.suffix.lower() in ARRAY_SUFFIXES:
+        return _load_npz(path, label)
+    frame = read_table(path)
+    return from_frame(frame, label, source_column=source_column, text_column=text_column, path=str(path))
+
+
+def load_companion(
+    path: Path,
+    like: AuditData,
+    label: str,
+    *,
+    source_column: str | None = None,
+    text_column: str | None = None,
+) -> AuditData:
+    """Load a holdout or reference set encoded exactly like ``like``, with its label codes."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.suffix.lower() in ARRAY_SUFFIXES:
+        other = _load_npz(path, label)
+        frame_labels = np.asarray(other.classes, dtype=object)[other.labels]
+    else:
+        frame = read_table(path)
+        features_frame, label_values, sources = _split_columns(frame, label, source_column, str(path))
+        frame_labels = label_values.astype("string").to_numpy(dtype=object)
+        if like.kind == "text" and text_column is not None:
+            from bastion.data.audit.embed import embed_texts
+
+            texts = features_frame[text_column].astype("string").fillna("").tolist()
+            matrix = embed_texts(texts)
+        elif like.encoder is not None:
+            matrix = like.encoder.transform(features_frame)
+        else:
+            raise InputError(f"{path}: cannot encode it like {like.path}")
+        other = AuditData(
+            path=str(path),
+            kind=like.kind,
+            features=matrix,
+            labels=np.zeros(len(frame), dtype=np.int64),
+            classes=like.classes,
+            feature_names=like.feature_names,
+            frame=features_frame.reset_index(drop=True),
+            sources=sources,
+        )
+    if other.features.shape[1] != like.features.shape[1]:
+        raise InputError(
+            f"{path}: {other.features.shape[1]} features where {like.path} has {like.features.shape[1]}"
+        )
+    index = {name: code for code, name in enumerate(like.classes)}
+    unknown = sorted({str(v) for v in frame_labels} - set(index))
+    if unknown:
+        raise InputError(f"{path}: label {unknown[0]!r} does not occur in {like.path}")
+    other.labels = np.array([index[str(v)] for v in frame_labels], dtype=np.int64)
+    other.classes = list(like.classes)
+    return other

@@ -1,0 +1,154 @@
+"""The audit report in three forms: JSON for CI and tools, a plain table for people, Markdown for reviews."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from bastion import __version__
+from bastion.data.audit.base import CHANNELS
+from bastion.data.audit.run import AuditResult, RowReport
+from bastion.findings import sort_findings
+from bastion.render.interface import location_text
+from bastion.render.json import finding_dict
+
+REPORT_FORMAT = "bastion.data.audit"
+SCHEMA_VERSION = 1
+TABLE_ROWS = 30
+
+
+def _plain(value: Any) -> Any:
+    # Channel summaries hold numpy scalars and arrays; JSON needs plain numbers and lists.
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def row_dict(row: RowReport) -> dict[str, Any]:
+    """One flagged row: position, channels, score, reason, suggested label, the checks behind it."""
+    return {
+        "row": row.row,
+        "channels": row.channels,
+        "score": round(row.score, 4),
+        "reason": row.reason,
+        "suggested_label": row.suggested_label,
+        "checks": sorted({f"{f.channel}/{f.check}" for f in row.flags}),
+        "quarantine": row.remove,
+    }
+
+
+def channel_counts(result: AuditResult) -> dict[str, int]:
+    """Flagged rows per channel (a row flagged by two channels counts in both)."""
+    return {name: sum(1 for r in result.rows if name in r.channels) for name in CHANNELS}
+
+
+def report_dict(
+    result: AuditResult, *, label: str | None = None, lineage: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The whole audit as JSON-ready data."""
+    counts = channel_counts(result)
+    return {
+        "format": REPORT_FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "tool": "bastion",
+        "version": __version__,
+        "dataset": {
+            "path": result.path,
+            "kind": result.kind,
+            "rows": result.n_rows,
+            "label": label,
+            "classes": result.classes,
+        },
+        "summary": {
+            "flagged_rows": len(result.rows),
+            "quarantine_rows": len(result.removed_rows),
+            "duration_s": round(result.duration_s, 3),
+        },
+        "channels": {
+            name: {"flagged_rows": counts[name], **channel.summary}
+            for name, channel in result.channels.items()
+        },
+        "sources": result.sources,
+        "findings": [finding_dict(f) for f in sort_findings(result.findings)],
+        "rows": [row_dict(r) for r in result.rows],
+        "lineage": lineage,
+    }
+
+
+def render_json(result: AuditResult, **context: Any) -> str:
+    """The report as indented JSON."""
+    return json.dumps(report_dict(result, **context), indent=2, default=_plain) + "\n"
+
+
+def _top_rows(result: AuditResult) -> list[RowReport]:
+    return sorted(result.rows, key=lambda r: (-r.score, r.row))[:TABLE_ROWS]
+
+
+def _headline(result: AuditResult) -> str:
+    counts = channel_counts(result)
+    per_channel = ", ".join(f"{name} {counts[name]}" for name in result.channels)
+    return (
+        f"{result.path}: {result.n_rows} rows, {len(result.classes)} classes; "
+        f"{len(result.rows)} flagged ({per_channel}); {len(result.removed_rows)} to quarantine"
+    )
+
+
+def render_table(result: AuditResult, **_: Any) -> str:
+    """Plain text: headline, findings, then the most suspicious rows."""
+    lines = [_headline(result)]
+    if result.findings:
+        lines.append("")
+        lines.append(f"{'SEVERITY':<9} {'RULE':<13} {'WHERE':<24} MESSAGE")
+        for f in sort_findings(result.findings):
+            where = location_text(f.location).removeprefix(result.path).lstrip("!") or "dataset"
+            lines.append(f"{f.severity.label:<9} {f.rule_id:<13} {where:<24} {f.message}")
+    if result.rows:
+        lines.append("")
+        lines.append(f"{'ROW':>8} {'SCORE':>5} {'CHANNELS':<24} {'SUGGEST':<10} REASON")
+        for row in _top_rows(result):
+            suggest = row.suggested_label or "-"
+            lines.append(
+                f"{row.row:>8} {row.score:>5.2f} {','.join(row.channels):<24} {suggest:<10} {row.reason}"
+            )
+        if len(result.rows) > TABLE_ROWS:
+            lines.append(f"... {len(result.rows) - TABLE_ROWS} more; --format json lists every row")
+    for source in result.sources:
+        lines.append(
+            f"source {source['source']}: {source['rows']} rows, {source['flagged']} flagged "
+            f"({100 * source['share']:.1f}%)"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(result: AuditResult, **_: Any) -> str:
+    """Markdown for a pull request or a review ticket."""
+    out = [f"# Data audit: `{result.path}`", "", _headline(result), ""]
+    if result.findings:
+        out += ["## Findings", "", "| Severity | Rule | Where | Message |", "|---|---|---|---|"]
+        for f in sort_findings(result.findings):
+            message = f.message.replace("|", "\\|")
+            out.append(f"| {f.severity.label} | {f.rule_id} | `{location_text(f.location)}` | {message} |")
+        out.append("")
+    if result.rows:
+        out += ["## Most suspicious rows", "", "| Row | Score | Channels | Suggested | Reason |"]
+        out.append("|---:|---:|---|---|---|")
+        for row in _top_rows(result):
+            reason = row.reason.replace("|", "\\|")
+            suggest = row.suggested_label or ""
+            out.append(f"| {row.row} | {row.score:.2f} | {', '.join(row.channels)} | {suggest} | {reason} |")
+        out.append("")
+    if result.sources:
+        out += ["## Sources", "", "| Source | Rows | Flagged | Share |", "|---|---:|---:|---:|"]
+        out += [
+            f"| {s['source']} | {s['rows']} | {s['flagged']} | {100 * s['share']:.1f}% |"
+            for s in result.sources
+        ]
+        out.append("")
+    return "\n".join(out)
+
+
+RENDERERS = {"json": render_json, "table": render_table, "markdown": render_markdown}

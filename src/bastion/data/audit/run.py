@@ -1,0 +1,124 @@
+"""Run the detector channels over one dataset and join their flags into one row-level result."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bastion.data.audit.base import (
+    BACKDOOR,
+    INTEGRITY,
+    LABEL,
+    OUTLIER,
+    AuditData,
+    AuditOptions,
+    ChannelResult,
+    RowFlag,
+)
+from bastion.findings import Finding, sort_findings
+
+ChannelRunner = Callable[[AuditData, AuditOptions, "AuditData | None"], ChannelResult]
+
+
+@dataclass(slots=True)
+class RowReport:
+    """Every flag on one row, joined: the row's channels, its highest score and each reason."""
+
+    row: int
+    flags: list[RowFlag]
+
+    @property
+    def channels(self) -> list[str]:
+        """The channels that flagged the row, in the fixed channel order."""
+        seen = {f.channel for f in self.flags}
+        return [c for c in (LABEL, BACKDOOR, OUTLIER, INTEGRITY) if c in seen]
+
+    @property
+    def score(self) -> float:
+        """The strongest flag's score."""
+        return max(f.score for f in self.flags)
+
+    @property
+    def reason(self) -> str:
+        """Each distinct reason, strongest first, joined into one sentence list."""
+        ordered = sorted(self.flags, key=lambda f: -f.score)
+        return "; ".join(dict.fromkeys(f.reason for f in ordered))
+
+    @property
+    def suggested_label(self) -> str | None:
+        """The suggestion of the strongest flag that makes one."""
+        for flag in sorted(self.flags, key=lambda f: -f.score):
+            if flag.suggested_label is not None:
+                return flag.suggested_label
+        return None
+
+    @property
+    def remove(self) -> bool:
+        """Whether sanitizing quarantines this row (any flag that asks for removal)."""
+        return any(f.remove for f in self.flags)
+
+
+@dataclass(slots=True)
+class AuditResult:
+    """The whole audit: flagged rows, per-channel results, per-source summary and findings."""
+
+    path: str
+    kind: str
+    n_rows: int
+    classes: list[str]
+    rows: list[RowReport] = field(default_factory=list)
+    channels: dict[str, ChannelResult] = field(default_factory=dict)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def removed_rows(self) -> list[int]:
+        """Rows that sanitizing would quarantine, ascending."""
+        return [r.row for r in self.rows if r.remove]
+
+
+def _runners() -> dict[str, ChannelRunner]:
+    # Imported here so that a run with some channels switched off never imports the others' libraries.
+    from bastion.data.audit import backdoor, integrity, label, outlier
+
+    return {
+        LABEL: lambda d, o, ref: label.run_label_channel(d, o),
+        BACKDOOR: lambda d, o, ref: backdoor.run_backdoor_channel(d, o),
+        OUTLIER: lambda d, o, ref: outlier.run_outlier_channel(d, o),
+        INTEGRITY: lambda d, o, ref: integrity.run_integrity_channel(d, o, ref),
+    }
+
+
+def join_flags(flags: list[RowFlag]) -> list[RowReport]:
+    """Group flags by row, rows ascending."""
+    by_row: dict[int, list[RowFlag]] = {}
+    for flag in flags:
+        by_row.setdefault(flag.row, []).append(flag)
+    return [RowReport(row, by_row[row]) for row in sorted(by_row)]
+
+
+def run_audit(
+    data: AuditData, options: AuditOptions | None = None, reference: AuditData | None = None
+) -> AuditResult:
+    """Run every enabled channel on ``data`` and join the results."""
+    from bastion.data.audit.integrity import source_summary
+
+    options = options or AuditOptions()
+    started = time.perf_counter()
+    runners = _runners()
+    result = AuditResult(path=data.path, kind=data.kind, n_rows=data.n_rows, classes=list(data.classes))
+    flags: list[RowFlag] = []
+    for name in options.channels:
+        channel = runners[name](data, options, reference)
+        result.channels[name] = channel
+        flags.extend(channel.flags)
+        result.findings.extend(channel.findings)
+    result.rows = join_flags(flags)
+    sources, source_findings = source_summary(data, result.removed_rows)
+    result.sources = sources
+    result.findings = sort_findings([*result.findings, *source_findings])
+    result.duration_s = time.perf_counter() - started
+    return result
