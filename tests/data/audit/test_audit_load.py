@@ -130,3 +130,18 @@ def test_large_tables_are_streamed(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert not should_stream(path)
     monkeypatch.setenv("BASTION_AUDIT_IN_MEMORY_BYTES", "10")
     assert should_stream(path)
+
+
+def test_identifier_columns_are_ignored(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "rownames": range(1, 7),
+            "customer": [f"c{i}" for i in range(6)],
+            "amount": [1.5, 2.5, 3.5, 4.5, 5.5, 6.5],
+            "y": [0, 1] * 3,
+        }
+    )
+    data = load_dataset(_write(tmp_path, frame), "y")
+    assert data.ignored_columns == ["rownames", "customer"]
+    assert data.feature_names == ["amount"]
+    assert list(data.frame.columns) == ["amount"]

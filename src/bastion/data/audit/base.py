@@ -41,6 +41,7 @@ class AuditData:
     texts: list[str] | None = None
     image_shape: tuple[int, ...] | None = None
     encoder: Any = None  # the TableEncoder that made ``features``, to encode a holdout or reference alike
+    ignored_columns: list[str] = field(default_factory=list)  # row identifiers, not features
 
     @property
     def n_rows(self) -> int:

@@ -120,6 +120,26 @@ def _split_columns(
     return frame.drop(columns=drop), frame[label], sources
 
 
+def identifier_columns(frame: pd.DataFrame) -> list[str]:
+    """Columns that only name rows: unique on every row and either an integer sequence or text.
+
+    An id column makes every row unique, which hides duplicates, and it carries no signal a detector should
+    learn; a continuous measurement is also unique per row but is neither sorted integers nor text.
+    """
+    if len(frame) < 2:
+        return []
+    found = []
+    for column in frame.columns:
+        series = frame[column]
+        if series.isna().any() or series.nunique() != len(series):
+            continue
+        integer_sequence = pd.api.types.is_integer_dtype(series) and series.is_monotonic_increasing
+        text = not pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+        if integer_sequence or text:
+            found.append(str(column))
+    return found
+
+
 def from_frame(
     frame: pd.DataFrame,
     label: str,
@@ -131,6 +151,11 @@ def from_frame(
     """AuditData from a DataFrame: the label and source columns split off, the rest encoded or embedded."""
     features_frame, label_values, sources = _split_columns(frame, label, source_column, path)
     labels, classes = encode_labels(label_values, f"{path}: label column {label!r}")
+    ignored = [c for c in identifier_columns(features_frame) if c != text_column]
+    if ignored and len(ignored) < features_frame.shape[1]:
+        features_frame = features_frame.drop(columns=ignored)
+    else:
+        ignored = []
     texts: list[str] | None = None
     if text_column is not None:
         if text_column not in features_frame.columns:
@@ -148,6 +173,7 @@ def from_frame(
         kind = "tabular"
     return AuditData(
         encoder=None if text_column is not None else encoder,
+        ignored_columns=ignored,
         path=path,
         kind=kind,
         features=matrix,
@@ -209,6 +235,7 @@ def load_companion(
     else:
         frame = read_table(path)
         features_frame, label_values, sources = _split_columns(frame, label, source_column, str(path))
+        features_frame = features_frame.drop(columns=[c for c in like.ignored_columns if c in features_frame])
         frame_labels = label_values.astype("string").to_numpy(dtype=object)
         if like.kind == "text" and text_column is not None:
             from bastion.data.audit.embed import embed_texts

@@ -47,7 +47,11 @@ def channel_counts(result: AuditResult) -> dict[str, int]:
 
 
 def report_dict(
-    result: AuditResult, *, label: str | None = None, lineage: dict[str, Any] | None = None
+    result: AuditResult,
+    *,
+    label: str | None = None,
+    lineage: dict[str, Any] | None = None,
+    ignored_columns: list[str] | None = None,
 ) -> dict[str, Any]:
     """The whole audit as JSON-ready data."""
     counts = channel_counts(result)
@@ -62,6 +66,7 @@ def report_dict(
             "rows": result.n_rows,
             "label": label,
             "classes": result.classes,
+            "ignored_columns": ignored_columns or [],
         },
         "summary": {
             "flagged_rows": len(result.rows),
