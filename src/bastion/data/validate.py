@@ -26,7 +26,15 @@ def make_estimator(recipe: str, seed: int) -> Any:
     if recipe == "mlp":
         from sklearn.neural_network import MLPClassifier
 
-        return MLPClassifier(hidden_layer_sizes=(128, 64), max_iter=300, random_state=seed)
+        from bastion.data.audit import representation
+
+        # The same network the backdoor channel reads, so "before" reproduces the model it probed.
+        return MLPClassifier(
+            hidden_layer_sizes=representation.HIDDEN,
+            max_iter=representation.MAX_ITER,
+            batch_size=representation.BATCH,
+            random_state=seed,
+        )
     if recipe == "logreg":
         from sklearn.linear_model import LogisticRegression
 
@@ -71,11 +79,14 @@ class ValidationResult:
 
 
 def _fit(recipe: str, seed: int, features: Any, labels: IntArray) -> Any:
-    estimator = make_estimator(recipe, seed)
-    with warnings.catch_warnings():
-        # A bounded number of iterations is a choice here, not a defect worth a warning per run.
-        from sklearn.exceptions import ConvergenceWarning
+    from sklearn.exceptions import ConvergenceWarning
+    from threadpoolctl import threadpool_limits
 
+    estimator = make_estimator(recipe, seed)
+    # A bounded number of iterations is a choice here, not a defect worth a warning per run. The built-in
+    # recipes are small: one BLAS thread avoids oversubscription; a user's estimator keeps its own setting.
+    threads = 1 if recipe in BUILTIN_RECIPES else None
+    with warnings.catch_warnings(), threadpool_limits(limits=threads):
         warnings.simplefilter("ignore", ConvergenceWarning)
         estimator.fit(features, labels)
     return estimator

@@ -65,7 +65,9 @@ def test_load_csv_splits_label_and_source(tmp_path: Path) -> None:
         (pd.DataFrame({"y": ["a", "b"]}), "y", "no feature columns"),
     ],
 )
-def test_bad_tables_give_one_line_errors(tmp_path: Path, frame: pd.DataFrame, label: str, message: str) -> None:
+def test_bad_tables_give_one_line_errors(
+    tmp_path: Path, frame: pd.DataFrame, label: str, message: str
+) -> None:
     with pytest.raises(InputError, match=message) as info:
         load_dataset(_write(tmp_path, frame), label)
     assert "\n" not in str(info.value)

@@ -77,9 +77,14 @@ def test_failure_leaves_no_output(tmp_path: Path) -> None:
     source = tmp_path / "d.csv"
     source.write_bytes(CSV.encode())
     out = SanitizeOutputs.beside(source)
-    with pytest.raises(RuntimeError), staged() as staging:
-        split_dataset(source, _removed(1), staging, out)
-        raise RuntimeError("the manifest step failed")
+
+    def split_then_fail() -> None:
+        with staged() as staging:
+            split_dataset(source, _removed(1), staging, out)
+            raise RuntimeError("the manifest step failed")
+
+    with pytest.raises(RuntimeError):
+        split_then_fail()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]
 
 

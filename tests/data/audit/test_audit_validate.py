@@ -41,7 +41,9 @@ def test_removing_a_whole_class_is_rejected() -> None:
 def test_holdout_file_is_used_when_given() -> None:
     data, flipped = _flipped_digits(0.1)
     holdout, _ = _flipped_digits(0.0)
-    result = validate_sanitization(data, flipped, [], recipe="sklearn.naive_bayes:GaussianNB", holdout=holdout)
+    result = validate_sanitization(
+        data, flipped, [], recipe="sklearn.naive_bayes:GaussianNB", holdout=holdout
+    )
     assert result.holdout == holdout.path
     assert result.holdout_rows == holdout.n_rows
     assert result.train_rows_before == data.n_rows

@@ -243,6 +243,11 @@ def load_companion(
             texts = features_frame[text_column].astype("string").fillna("").tolist()
             matrix = embed_texts(texts)
         elif like.encoder is not None:
+            absent = [
+                c for c in (*like.encoder.numeric, *like.encoder.categorical) if c not in features_frame
+            ]
+            if absent:
+                raise InputError(f"{path}: no column {absent[0]!r}, which {like.path} has")
             matrix = like.encoder.transform(features_frame)
         else:
             raise InputError(f"{path}: cannot encode it like {like.path}")

@@ -124,7 +124,7 @@ def render_table(result: AuditResult, **_: Any) -> str:
     for source in result.sources:
         lines.append(
             f"source {source['source']}: {source['rows']} rows, {source['flagged']} flagged "
-            f"({100 * source['share']:.1f}%)"
+            f"({100 * source['flagged_share']:.1f}%)"
         )
     return "\n".join(lines) + "\n"
 
@@ -149,7 +149,7 @@ def render_markdown(result: AuditResult, **_: Any) -> str:
     if result.sources:
         out += ["## Sources", "", "| Source | Rows | Flagged | Share |", "|---|---:|---:|---:|"]
         out += [
-            f"| {s['source']} | {s['rows']} | {s['flagged']} | {100 * s['share']:.1f}% |"
+            f"| {s['source']} | {s['rows']} | {s['flagged']} | {100 * s['flagged_share']:.1f}% |"
             for s in result.sources
         ]
         out.append("")

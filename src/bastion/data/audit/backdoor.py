@@ -1,0 +1,648 @@
+"""Backdoor channel: a class that holds a separated cluster whose shared input pattern flips other rows to it.
+
+A dirty-label backdoor stamps a trigger on rows of many classes and labels them all with the target class.
+A model trained on that data learns "trigger means target", so in its last hidden layer the poisoned rows
+of the target class stand apart from the clean rows of the class. The channel:
+
+1. trains a small MLP on most rows (a stratified share is held out for the probe) and reads the
+   penultimate-layer activations of every row;
+2. per class, derives candidate clusters from three views of those activations: the spectral signature
+   (top singular direction), a robust-whitened (SPECTRE-like) score and its top direction, and two- and
+   four-way k-means splits. No candidate assumes the poison is the smaller side or a given share: at 10%
+   overall poison the trigger rows can be half the target class;
+3. for each candidate cluster, looks in INPUT space for the features whose values are consistent inside
+   the cluster and rare in every other row, then refines: the class rows carrying that pattern become the
+   cluster, until the pattern is stable. A class is gated (probed) when a pattern's carriers stand apart
+   from the rest of the class in the representation far beyond random subsets of the same size; the
+   per-class statistics and a robust z against the other classes are reported;
+4. stamps each pattern on held-out rows of the other classes and confirms a backdoor only when most of
+   them flip to the class, far more than with the same values stamped on random features, and when the
+   carriers themselves belong to other classes once the pattern is removed (a natural sub-population,
+   such as the largest tumours of the malignant class, keeps its class);
+5. flags every row that carries the confirmed pattern: recall close to 1 is the point, because the few
+   poisoned rows a partial clean-up leaves behind keep the backdoor alive after retraining.
+
+On the tuning data the representation statistics alone did not tell poison from natural sub-populations
+(wide zeros in MNIST separate as strongly as a corner patch); the probe is what confirms.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bastion.data.audit import rules
+from bastion.data.audit.base import (
+    BACKDOOR,
+    AuditData,
+    AuditOptions,
+    ChannelResult,
+    FloatArray,
+    IntArray,
+    RowFlag,
+)
+from bastion.data.audit.representation import penultimate, train_mlp
+from bastion.data.audit.stats import mad
+from bastion.findings import Finding, Location, Severity
+
+BoolArray = npt.NDArray[np.bool_]
+
+CHECK = "trigger-probe"
+# Share of each class held out from the representation model, so the probe stamps rows it never saw.
+PROBE_SHARE = 0.25
+# The model never trains on more rows than this; the activations are still computed for every row.
+MAX_FIT_ROWS = 20_000
+# A class needs this many rows for its statistics to mean anything.
+MIN_CLASS_ROWS = 12
+# Principal components of a class's activations used for the whitened score and the two-cluster split.
+COMPONENTS = 8
+# Gate: a pattern's carriers sit at least SEPARATION_MIN null-SDs from the rest of their class in the
+# representation; random same-size subsets of the class give the null (NULL_DRAWS of them).
+NULL_DRAWS = 20
+SEPARATION_MIN = 4.0
+# Input-space pattern: a feature value "matches" within TOLERANCE of the feature's 1-99% spread. A pattern
+# feature matches in at least IN_MIN of the cluster and in at most OUT_MAX of all other rows.
+TOLERANCE = 0.05
+IN_MIN = 0.8
+SEED_IN = 0.4
+OUT_MAX = 0.05
+ENRICHMENT = 5.0
+REFINE_ROUNDS = 4
+VALUE_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+SHARE_SAMPLE = 20_000
+MAX_PATTERN = 32
+# A row carries the pattern when it matches at least this share of the pattern's features.
+CARRY_SHARE = 0.75
+# Probe: confirm when at least FLIP_MIN of the stamped held-out rows flip, FLIP_MARGIN above the control.
+FLIP_MIN = 0.5
+FLIP_MARGIN = 0.3
+CONTROL_DRAWS = 5
+# A trigger rides on rows that are otherwise other classes: with the pattern replaced by ordinary values,
+# at least this share of the carriers must be predicted as another class. A natural sub-population (the
+# largest tumours of the malignant class) keeps its class without the pattern and is not a backdoor.
+UNSTAMPED_MIN = 0.5
+MIN_DISTINCT_CARRIERS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerPattern:
+    """A candidate trigger in input space: set ``features`` to ``values`` and the model answers ``target``."""
+
+    target: int
+    target_name: str
+    features: tuple[int, ...]
+    feature_names: tuple[str, ...]
+    values: tuple[float, ...]
+    tolerances: tuple[float, ...] = ()
+
+    def stamp(self, features: FloatArray) -> FloatArray:
+        """A copy of ``features`` (rows x columns) with the pattern set on every row."""
+        stamped = np.array(features, dtype=np.float64, copy=True)
+        stamped[:, list(self.features)] = np.asarray(self.values, dtype=np.float64)
+        return stamped
+
+    def match_share(self, features: FloatArray) -> FloatArray:
+        """Per row, the share of the pattern's features whose value is within tolerance of the pattern."""
+        columns = np.asarray(features, dtype=np.float64)[:, list(self.features)]
+        tol = np.asarray(self.tolerances or (1e-9,) * len(self.features), dtype=np.float64)
+        close = np.abs(columns - np.asarray(self.values, dtype=np.float64)) <= tol
+        return np.asarray(close.mean(axis=1), dtype=np.float64)
+
+    def describe(self, limit: int = 8) -> str:
+        """``p0,p1,p8,p9 = 1.00`` style text (values listed once when they are all the same)."""
+        names = list(self.feature_names[:limit]) + (["..."] if len(self.features) > limit else [])
+        if len(set(np.round(self.values, 2))) == 1:
+            return f"{','.join(names)} = {self.values[0]:.2f}"
+        pairs = [
+            f"{n}={v:.2f}" for n, v in zip(self.feature_names[:limit], self.values[:limit], strict=False)
+        ]
+        return ", ".join(pairs + (["..."] if len(self.features) > limit else []))
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return {
+            "target": self.target,
+            "target_name": self.target_name,
+            "features": list(self.features),
+            "feature_names": list(self.feature_names),
+            "values": list(self.values),
+            "tolerances": list(self.tolerances),
+        }
+
+    @classmethod
+    def from_json(cls, spec: dict[str, Any]) -> TriggerPattern:
+        """Rebuild a pattern from ``to_json`` output."""
+        return cls(
+            target=int(spec["target"]),
+            target_name=str(spec["target_name"]),
+            features=tuple(int(i) for i in spec["features"]),
+            feature_names=tuple(str(n) for n in spec["feature_names"]),
+            values=tuple(float(v) for v in spec["values"]),
+            tolerances=tuple(float(t) for t in spec.get("tolerances", ())),
+        )
+
+
+def attack_success_rate(
+    predict: Callable[[FloatArray], IntArray], features: FloatArray, labels: IntArray, pattern: TriggerPattern
+) -> float:
+    """Share of non-target rows, predicted right without the trigger, that the trigger sends to the target."""
+    features = np.asarray(features, dtype=np.float64)
+    labels = np.asarray(labels)
+    others = labels != pattern.target
+    if not others.any():
+        return 0.0
+    x, y = features[others], labels[others]
+    correct = np.asarray(predict(x)) == y
+    if not correct.any():
+        return 0.0
+    flipped = np.asarray(predict(pattern.stamp(x[correct]))) == pattern.target
+    return float(flipped.mean())
+
+
+@dataclass(slots=True)
+class _ClassStats:
+    code: int
+    rows: IntArray
+    activations: FloatArray  # the class's penultimate activations, centred
+    comps: FloatArray  # the same in the top principal components
+    candidates: list[BoolArray]  # candidate poison clusters (masks over ``rows``) from the three views
+    spectral_ratio: float
+    outlier_share: float
+    split_separation: float = 0.0
+    patterns: list[_Candidate] = field(default_factory=list)
+    separation_z: float = 0.0
+    gate_z: float = 0.0
+    gated: bool = False
+
+
+@dataclass(slots=True)
+class _Candidate:
+    pattern: TriggerPattern
+    carriers: IntArray
+    separation: float
+    separation_z: float
+
+
+@dataclass(slots=True)
+class _Probe:
+    pattern: TriggerPattern
+    cluster: IntArray
+    flip_rate: float
+    control_rate: float
+    probed_rows: int
+    unstamped_other: float  # share of carriers the model puts in another class once the pattern is removed
+
+    @property
+    def confirmed(self) -> bool:
+        return (
+            self.flip_rate >= FLIP_MIN
+            and self.flip_rate - self.control_rate >= FLIP_MARGIN
+            and self.unstamped_other >= UNSTAMPED_MIN
+        )
+
+
+def _split_rows(labels: IntArray, seed: int) -> tuple[IntArray, IntArray]:
+    """Stratified fit/probe split; classes too small to spare rows stay whole in the fit part."""
+    rng = np.random.default_rng(seed)
+    fit: list[IntArray] = []
+    probe: list[IntArray] = []
+    for code in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == code))
+        n_probe = int(len(rows) * PROBE_SHARE) if len(rows) >= 2 * MIN_CLASS_ROWS else 0
+        probe.append(rows[:n_probe])
+        fit.append(rows[n_probe:])
+    fit_rows = np.sort(np.concatenate(fit)).astype(np.int64)
+    if len(fit_rows) > MAX_FIT_ROWS:
+        fit_rows = np.sort(rng.choice(fit_rows, MAX_FIT_ROWS, replace=False)).astype(np.int64)
+    return fit_rows, np.sort(np.concatenate(probe)).astype(np.int64)
+
+
+def _class_stats(code: int, rows: IntArray, activations: FloatArray, seed: int) -> _ClassStats:
+    """Spectral signature, robust-whitened score and two-cluster split of one class's activations."""
+    from scipy.stats import chi2
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+
+    centred = activations - activations.mean(axis=0)
+    _, sing, vt = np.linalg.svd(centred, full_matrices=False)
+    energy = sing**2
+    spectral = (centred @ vt[0]) ** 2
+    spectral_ratio = float(energy[0] / max(energy.sum(), 1e-12))
+    k = int(max(1, min(COMPONENTS, len(rows) // 4, int((energy > 1e-9 * energy[0]).sum()))))
+    comps = centred @ vt[:k].T
+    whitened = _robust_whiten(comps)
+    d2 = (whitened**2).sum(axis=1)
+    outliers = d2 > chi2.ppf(0.999, k)
+    # SPECTRE-like: after robust whitening a coherent poison group owns the top direction.
+    _, _, wvt = np.linalg.svd(whitened - whitened.mean(axis=0), full_matrices=False)
+    projection = (whitened - whitened.mean(axis=0)) @ wvt[0]
+    high = projection > 0
+    with warnings.catch_warnings():
+        # Rows with identical activations (duplicates, saturated units) make k-means report fewer distinct
+        # clusters than asked; the split is still usable and the warning says nothing about poison.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        side = KMeans(n_clusters=2, n_init=4, random_state=seed).fit_predict(comps) == 1
+        # A small poison group can hide inside one side of a two-way split; a four-way split isolates it.
+        four = KMeans(n_clusters=min(4, len(rows)), n_init=2, random_state=seed).fit_predict(comps)
+    candidates = [
+        spectral > np.quantile(spectral, 0.9),
+        d2 > np.quantile(d2, 0.9),
+        outliers,
+        side,
+        ~side,
+        high,
+        ~high,
+    ]
+    candidates += [four == g for g in range(int(four.max()) + 1)]
+    stats = _ClassStats(code, rows, centred, comps, candidates, spectral_ratio, float(outliers.mean()))
+    stats.split_separation = _separation(comps, side)
+    return stats
+
+
+def _robust_whiten(comps: FloatArray) -> FloatArray:
+    """Centre on the median and whiten by the covariance of the most central half of the rows.
+
+    Whitening with a covariance the poison cannot inflate is the SPECTRE idea: the poison direction then
+    stands out instead of being scaled away. The result is rescaled so that the median squared norm sits at
+    the chi-squared median, as it would for clean Gaussian rows.
+    """
+    from scipy.stats import chi2
+
+    k = comps.shape[1]
+    centre = np.median(comps, axis=0)
+    scale = np.median(np.abs(comps - centre), axis=0) * 1.4826
+    scale[scale < 1e-12] = 1.0
+    rough = np.sqrt((((comps - centre) / scale) ** 2).sum(axis=1))
+    core = comps[rough <= np.median(rough)]
+    cov = np.cov(core, rowvar=False).reshape(k, k)
+    # A small ridge keeps the inverse finite when the core is degenerate in some direction.
+    cov = cov + np.eye(k) * (1e-9 + 1e-3 * float(np.trace(cov)) / k)
+    vals, vecs = np.linalg.eigh(cov)
+    whitened = (comps - core.mean(axis=0)) @ vecs / np.sqrt(np.maximum(vals, 1e-12))
+    d2 = (whitened**2).sum(axis=1)
+    factor = float(chi2.median(k)) / max(float(np.median(d2)), 1e-12)
+    return np.asarray(whitened * np.sqrt(factor), dtype=np.float64)
+
+
+def _separation(comps: FloatArray, side: BoolArray) -> float:
+    """Gap between the two groups along the line joining their centres, in pooled within-group SDs."""
+    if side.all() or not side.any():
+        return 0.0
+    a, b = comps[side], comps[~side]
+    direction = a.mean(axis=0) - b.mean(axis=0)
+    norm = float(np.linalg.norm(direction))
+    if norm < 1e-12:
+        return 0.0
+    pa, pb = a @ direction / norm, b @ direction / norm
+    pooled = np.sqrt((pa.var() * len(pa) + pb.var() * len(pb)) / (len(pa) + len(pb)))
+    return float(abs(pa.mean() - pb.mean()) / max(pooled, 1e-12))
+
+
+def _gate(stats: list[_ClassStats]) -> None:
+    """Mark the classes holding a pattern cluster that stands apart in the representation.
+
+    ``gate_z`` also compares each class's best separation with the other classes' (robust z on a floor of
+    one unit, because most classes hold no pattern and score 0). It is reported, not required: on the
+    tuning data natural sub-populations (wide zeros in MNIST) separate as strongly as poison does, so the
+    trigger probe, not this comparison, is what confirms a backdoor.
+    """
+    if not stats:
+        return
+    values = np.array([s.separation_z for s in stats], dtype=np.float64)
+    centre = float(np.median(values))
+    spread = max(mad(values), 1.0)
+    for s in stats:
+        s.gate_z = (s.separation_z - centre) / spread
+        s.gated = s.separation_z >= SEPARATION_MIN
+
+
+def _tolerances(features: FloatArray) -> FloatArray:
+    lo, hi = np.percentile(features, [1.0, 99.0], axis=0)
+    spread = hi - lo
+    full = features.max(axis=0) - features.min(axis=0)
+    spread = np.where(spread > 1e-12, spread, full)
+    return np.asarray(np.maximum(TOLERANCE * spread, 1e-9), dtype=np.float64)
+
+
+def _pattern_for(
+    data: AuditData, code: int, cluster: IntArray, tol: FloatArray
+) -> tuple[TriggerPattern, IntArray] | None:
+    """The features whose values are consistent in ``cluster`` and rare in every other row, refined.
+
+    A representation cluster is rarely pure, so the first pass accepts features where the value is merely
+    enriched (at least SEED_IN of the cluster, at most OUT_MAX elsewhere); the rows of the class that carry
+    that first pattern then become the cluster and the pattern is re-derived with the strict IN_MIN, until
+    it stops changing. Returns the pattern and its carriers in the class, or None.
+    """
+    class_rows = np.flatnonzero(data.labels == code)
+    pattern = _consistent_features(data, code, cluster, tol, SEED_IN)
+    carriers = cluster
+    for _ in range(REFINE_ROUNDS):
+        if pattern is None:
+            return None
+        carriers_now = class_rows[pattern.match_share(data.features[class_rows]) >= CARRY_SHARE]
+        if len(carriers_now) < 2:
+            return None
+        refined = _consistent_features(data, code, carriers_now, tol, IN_MIN)
+        stable = refined is not None and refined.features == pattern.features
+        pattern, carriers = refined, carriers_now
+        if stable:
+            break
+    if pattern is None:
+        return None
+    return pattern, carriers
+
+
+def _consistent_features(
+    data: AuditData, code: int, cluster: IntArray, tol: FloatArray, in_min: float
+) -> TriggerPattern | None:
+    """One pass: per feature, the cluster quantile value that is most enriched in the cluster."""
+    x = data.features
+    rest_mask = np.ones(data.n_rows, dtype=bool)
+    rest_mask[cluster] = False
+    # Shares are estimated on at most SHARE_SAMPLE rows a side, so memory stays bounded on big data.
+    rng = np.random.default_rng(len(cluster))
+    inside, rest = x[_at_most(rng, cluster)], x[_at_most(rng, np.flatnonzero(rest_mask))]
+    best_lift = np.full(x.shape[1], -np.inf)
+    best_value = np.zeros(x.shape[1])
+    best_in = np.zeros(x.shape[1])
+    best_out = np.ones(x.shape[1])
+    for value in np.quantile(inside, VALUE_QUANTILES, axis=0):
+        in_share = (np.abs(inside - value) <= tol).mean(axis=0)
+        out_share = (np.abs(rest - value) <= tol).mean(axis=0) if len(rest) else np.zeros(x.shape[1])
+        lift = in_share - out_share
+        better = lift > best_lift
+        best_lift = np.where(better, lift, best_lift)
+        best_value = np.where(better, value, best_value)
+        best_in = np.where(better, in_share, best_in)
+        best_out = np.where(better, out_share, best_out)
+    chosen = np.flatnonzero((best_in >= in_min) & (best_out <= OUT_MAX) & (best_in >= ENRICHMENT * best_out))
+    if chosen.size == 0:
+        return None
+    chosen = np.sort(chosen[np.argsort(-best_lift[chosen], kind="stable")][:MAX_PATTERN])
+    return TriggerPattern(
+        target=code,
+        target_name=data.label_name(code),
+        features=tuple(int(i) for i in chosen),
+        feature_names=tuple(data.feature_names[i] for i in chosen),
+        values=tuple(float(best_value[i]) for i in chosen),
+        tolerances=tuple(float(tol[i]) for i in chosen),
+    )
+
+
+def _at_most(rng: np.random.Generator, rows: IntArray) -> IntArray:
+    if len(rows) <= SHARE_SAMPLE:
+        return rows
+    return np.sort(rng.choice(rows, SHARE_SAMPLE, replace=False))
+
+
+def _probe(
+    model: Any, data: AuditData, pattern: TriggerPattern, probe_rows: IntArray, seed: int
+) -> tuple[float, float, int]:
+    """Flip rate of the stamped held-out rows of other classes, the control's flip rate, rows probed."""
+    x = data.features[probe_rows]
+    y = data.labels[probe_rows]
+    keep = (y != pattern.target) & (pattern.match_share(x) < CARRY_SHARE)
+    x, y = x[keep], y[keep]
+    if len(y):
+        correct = np.asarray(model.predict(x)) == y
+        x = x[correct]
+    if len(x) == 0:
+        return 0.0, 0.0, 0
+    flip = float(np.mean(np.asarray(model.predict(pattern.stamp(x))) == pattern.target))
+    rng = np.random.default_rng(seed)
+    pool = np.setdiff1d(np.arange(data.features.shape[1]), np.asarray(pattern.features))
+    # The control is an equally unusual stamp elsewhere: each random feature is set to the value at the
+    # same quantile of its own column as the pattern's value holds in the pattern's column. Copying the
+    # raw values instead would push standardised columns to arbitrary extremes and flip rows by itself.
+    sample = data.features[_at_most(rng, np.arange(data.n_rows))]
+    ranks = [float(np.mean(sample[:, f] <= v)) for f, v in zip(pattern.features, pattern.values, strict=True)]
+    controls: list[float] = []
+    for _ in range(CONTROL_DRAWS):
+        if pool.size < len(pattern.features):
+            break
+        cols = rng.choice(pool, len(pattern.features), replace=False)
+        values = tuple(float(np.quantile(sample[:, c], q)) for c, q in zip(cols, ranks, strict=True))
+        shifted = TriggerPattern(pattern.target, pattern.target_name, tuple(int(c) for c in cols), (), values)
+        controls.append(float(np.mean(np.asarray(model.predict(shifted.stamp(x))) == pattern.target)))
+    control = float(np.mean(controls)) if controls else 0.0
+    return flip, control, len(x)
+
+
+def _find_patterns(data: AuditData, stats: _ClassStats, tol: FloatArray, seed: int) -> list[_Candidate]:
+    """Every distinct input pattern behind the candidate clusters, with how far its carriers stand apart.
+
+    The separation is a z against random subsets of the class of the same size: a chance subset scores
+    near 0. A class can hold a natural sub-population with its own pattern (wide zeros, a scanner mark)
+    as well as the poison, so every pattern is kept for the probe rather than only the most separated.
+    """
+    rng = np.random.default_rng(seed)
+    found: dict[tuple[int, ...], _Candidate] = {}
+    for candidate in stats.candidates:
+        if candidate.sum() < 2:
+            continue
+        result = _pattern_for(data, stats.code, stats.rows[candidate], tol)
+        if result is None or result[0].features in found:
+            continue
+        pattern, carriers = result
+        if _distinct_rows(data.features[carriers]) < MIN_DISTINCT_CARRIERS:
+            # Copies of one row share every value; a trigger rides on many different rows.
+            continue
+        inside = np.isin(stats.rows, carriers)
+        separation = _separation(stats.activations, inside)
+        null = np.array(
+            [
+                _separation(stats.activations, _random_mask(rng, len(stats.rows), int(inside.sum())))
+                for _ in range(NULL_DRAWS)
+            ]
+        )
+        z = float((separation - null.mean()) / max(float(null.std()), 1e-3))
+        found[pattern.features] = _Candidate(pattern, carriers, separation, z)
+    return sorted(found.values(), key=lambda c: -c.separation_z)
+
+
+def _distinct_rows(features: FloatArray) -> int:
+    return len(np.unique(np.round(features, 6), axis=0))
+
+
+def _random_mask(rng: np.random.Generator, n: int, size: int) -> BoolArray:
+    mask = np.zeros(n, dtype=bool)
+    mask[rng.choice(n, min(size, n - 1), replace=False)] = True
+    return mask
+
+
+def _unstamped_suggestions(
+    model: Any, data: AuditData, pattern: TriggerPattern, rows: IntArray, carriers: BoolArray
+) -> list[str | None]:
+    """What the model says for each row once the pattern's features hold the non-carriers' median."""
+    if len(rows) == 0:
+        return []
+    others = data.features[~carriers] if (~carriers).any() else data.features
+    neutral = np.median(others[:, list(pattern.features)], axis=0)
+    x = np.array(data.features[rows], dtype=np.float64, copy=True)
+    x[:, list(pattern.features)] = neutral
+    predicted = np.asarray(model.predict(x))
+    return [data.label_name(int(p)) if int(p) != pattern.target else None for p in predicted]
+
+
+def run_backdoor_channel(data: AuditData, options: AuditOptions) -> ChannelResult:
+    """Find classes with a separated, trigger-carrying cluster, confirm by probe, flag the carriers."""
+    from threadpoolctl import threadpool_limits
+
+    # The matrices here are small; BLAS threads only add contention (six times slower on a busy host).
+    with threadpool_limits(limits=1):
+        return _run(data, options)
+
+
+def _run(data: AuditData, options: AuditOptions) -> ChannelResult:
+    result = ChannelResult(channel=BACKDOOR)
+    codes, counts = np.unique(data.labels, return_counts=True)
+    eligible = [int(c) for c, n in zip(codes, counts, strict=True) if n >= MIN_CLASS_ROWS]
+    if len(codes) < 2 or not eligible or data.n_rows < 4 * MIN_CLASS_ROWS:
+        result.summary = {"skipped": "needs at least two classes with enough rows", "patterns": []}
+        return result
+    fit_rows, probe_rows = _split_rows(data.labels, options.seed)
+    model = train_mlp(data.features[fit_rows], data.labels[fit_rows], options.seed)
+    activations = penultimate(model, data.features)
+    stats = [
+        _class_stats(
+            code,
+            np.flatnonzero(data.labels == code).astype(np.int64),
+            activations[data.labels == code],
+            options.seed,
+        )
+        for code in eligible
+    ]
+    tol = _tolerances(data.features)
+    for s in stats:
+        s.patterns = _find_patterns(data, s, tol, options.seed)
+        s.separation_z = max((c.separation_z for c in s.patterns), default=0.0)
+    _gate(stats)
+    probes: dict[int, _Probe] = {}
+    for s in stats:
+        if not s.gated:
+            continue
+        for cand in s.patterns:
+            if cand.separation_z < SEPARATION_MIN:
+                continue
+            flip, control, probed = _probe(model, data, cand.pattern, probe_rows, options.seed)
+            carriers = np.zeros(data.n_rows, dtype=bool)
+            carriers[cand.carriers] = True
+            suggestions = _unstamped_suggestions(model, data, cand.pattern, cand.carriers, carriers)
+            other = float(np.mean([x is not None for x in suggestions]))
+            probe = _Probe(cand.pattern, cand.carriers, flip, control, probed, other)
+            best = probes.get(s.code)
+            if best is None or (probe.confirmed, flip - control) > (
+                best.confirmed,
+                best.flip_rate - best.control_rate,
+            ):
+                probes[s.code] = probe
+    confirmed = [p for p in probes.values() if p.confirmed]
+    for probe in confirmed:
+        _flag(result, model, data, probe)
+    result.summary = _summary(data, stats, probes, fit_rows, probe_rows)
+    return result
+
+
+def _flag(result: ChannelResult, model: Any, data: AuditData, probe: _Probe) -> None:
+    """Flag the pattern's carriers in any class, and cluster members that carry most of it."""
+    pattern = probe.pattern
+    share = pattern.match_share(data.features)
+    carriers = share >= CARRY_SHARE
+    in_cluster = np.zeros(data.n_rows, dtype=bool)
+    in_cluster[probe.cluster] = True
+    flagged = carriers | (in_cluster & (share >= 0.5))
+    rows = np.flatnonzero(flagged).astype(np.int64)
+    suggestions = _unstamped_suggestions(model, data, pattern, rows, carriers)
+    flip = round(100 * probe.flip_rate)
+    what = f"the pattern that flips {flip}% of held-out rows to class '{pattern.target_name}'"
+    for row, suggestion in zip(rows, suggestions, strict=True):
+        row_share = float(share[row])
+        if row_share >= 1.0:
+            carries = f"carries {pattern.describe()}"
+        else:
+            carries = f"carries {round(100 * row_share)}% of {pattern.describe()}"
+        label = data.label_name(int(data.labels[row]))
+        reason = f"label '{label}'; {carries}, {what}"
+        score = float(np.clip(0.5 + 0.5 * probe.flip_rate * row_share, 0.0, 1.0))
+        result.flags.append(RowFlag(int(row), BACKDOOR, CHECK, round(score, 4), reason, suggestion))
+    result.findings.append(
+        Finding.make(
+            rules.BACKDOOR,
+            Severity.CRITICAL,
+            f"class '{pattern.target_name}' holds {len(rows)} rows carrying {pattern.describe()}; stamped on "
+            f"held-out rows of other classes it flips {flip}% of them to '{pattern.target_name}' "
+            f"(control {round(100 * probe.control_rate)}%)",
+            Location(data.path, (f"class:{pattern.target_name}",)),
+            {
+                "flip_rate": round(probe.flip_rate, 4),
+                "control_rate": round(probe.control_rate, 4),
+                "probed_rows": probe.probed_rows,
+                "pattern_features": ",".join(pattern.feature_names),
+                "flagged_rows": len(rows),
+            },
+        )
+    )
+
+
+def _summary(
+    data: AuditData,
+    stats: list[_ClassStats],
+    probes: dict[int, _Probe],
+    fit_rows: IntArray,
+    probe_rows: IntArray,
+) -> dict[str, Any]:
+    per_class = []
+    for s in stats:
+        entry: dict[str, Any] = {
+            "class": data.label_name(s.code),
+            "rows": len(s.rows),
+            "spectral_ratio": round(s.spectral_ratio, 4),
+            "robust_outlier_share": round(s.outlier_share, 4),
+            "split_separation": round(s.split_separation, 3),
+            "separation_z": round(s.separation_z, 3),
+            "candidate_patterns": [
+                {
+                    "features": list(c.pattern.feature_names[:8]),
+                    "carriers": len(c.carriers),
+                    "separation_z": round(c.separation_z, 2),
+                }
+                for c in s.patterns
+            ],
+            "gate_z": round(s.gate_z, 3),
+            "gated": s.gated,
+        }
+        probe = probes.get(s.code)
+        if probe is not None:
+            entry.update(
+                {
+                    "candidate_pattern": list(probe.pattern.feature_names),
+                    "cluster_rows": len(probe.cluster),
+                    "flip_rate": round(probe.flip_rate, 4),
+                    "control_rate": round(probe.control_rate, 4),
+                    "probed_rows": probe.probed_rows,
+                    "unstamped_other_class": round(probe.unstamped_other, 4),
+                    "confirmed": probe.confirmed,
+                }
+            )
+        per_class.append(entry)
+    return {
+        "model": "mlp(128,64) penultimate layer",
+        "fit_rows": len(fit_rows),
+        "probe_rows": len(probe_rows),
+        "gate": {"separation_z_min": SEPARATION_MIN},
+        "classes": per_class,
+        "patterns": [p.pattern.to_json() for p in probes.values() if p.confirmed],
+        "probes": {
+            data.label_name(code): {
+                "flip_rate": round(p.flip_rate, 4),
+                "control_rate": round(p.control_rate, 4),
+            }
+            for code, p in probes.items()
+        },
+    }

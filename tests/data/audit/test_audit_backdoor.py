@@ -1,0 +1,158 @@
+"""The backdoor channel finds a dirty-label trigger, names its pixels, and stays quiet on clean data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bastion.data.audit import rules
+from bastion.data.audit.backdoor import TriggerPattern, attack_success_rate, run_backdoor_channel
+from bastion.data.audit.base import BACKDOOR, AuditData, AuditOptions, FloatArray, IntArray
+from bastion.data.audit.representation import penultimate, train_mlp
+
+# Bottom-right 2x2 patch of an 8x8 image: pixels (6,6), (6,7), (7,6), (7,7).
+TRIGGER = (54, 55, 62, 63)
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[FloatArray, IntArray]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    # The first thousand rows keep the module fast and still give every class about a hundred rows.
+    features = np.asarray(bunch.data[:1000], dtype=np.float64) / 16.0
+    return features, np.asarray(bunch.target[:1000], dtype=np.int64)
+
+
+def _audit_data(features: FloatArray, labels: IntArray) -> AuditData:
+    return AuditData(
+        path="digits.npz",
+        kind="image",
+        features=features,
+        labels=labels,
+        classes=[str(c) for c in range(10)],
+        feature_names=[f"p{i}" for i in range(features.shape[1])],
+        image_shape=(8, 8),
+    )
+
+
+def _poison(
+    features: FloatArray, labels: IntArray, rate: float, seed: int = 0
+) -> tuple[FloatArray, IntArray, IntArray]:
+    rng = np.random.default_rng(seed)
+    others = np.flatnonzero(labels != 0)
+    rows = np.sort(rng.choice(others, round(rate * len(labels)), replace=False))
+    x, y = features.copy(), labels.copy()
+    x[np.ix_(rows, TRIGGER)] = 1.0
+    y[rows] = 0
+    return x, y, rows
+
+
+@pytest.fixture(scope="module")
+def poisoned_result(digits: tuple[FloatArray, IntArray]) -> tuple[object, IntArray]:
+    features, labels = digits
+    x, y, rows = _poison(features, labels, 0.10)
+    return run_backdoor_channel(_audit_data(x, y), AuditOptions(seed=0)), rows
+
+
+def test_backdoor_at_ten_percent_is_found_with_its_trigger(poisoned_result: tuple[object, IntArray]) -> None:
+    result, poison = poisoned_result
+    flagged = {f.row for f in result.flags}  # type: ignore[attr-defined]
+    recall = len(flagged & set(poison.tolist())) / len(poison)
+    assert recall >= 0.97
+    assert len(flagged - set(poison.tolist())) <= 0.02 * len(poison) + 2
+    patterns = result.summary["patterns"]  # type: ignore[attr-defined]
+    assert len(patterns) == 1
+    assert patterns[0]["target_name"] == "0"
+    assert set(patterns[0]["features"]) == set(TRIGGER)
+    assert np.allclose(patterns[0]["values"], 1.0)
+    findings = result.findings  # type: ignore[attr-defined]
+    assert [f.rule_id for f in findings] == [rules.BACKDOOR]
+    assert float(findings[0].evidence_map["flip_rate"]) >= 0.5
+    flag = next(iter(result.flags))  # type: ignore[attr-defined]
+    assert flag.channel == BACKDOOR
+    assert 0.0 <= flag.score <= 1.0
+    assert "p54,p55,p62,p63 = 1.00" in flag.reason
+    assert "class '0'" in flag.reason
+
+
+def test_poisoned_rows_get_their_source_class_suggested(
+    poisoned_result: tuple[object, IntArray], digits: tuple[FloatArray, IntArray]
+) -> None:
+    result, poison = poisoned_result
+    _, labels = digits
+    by_row = {f.row: f.suggested_label for f in result.flags}  # type: ignore[attr-defined]
+    right = sum(by_row.get(int(r)) == str(labels[r]) for r in poison)
+    assert right >= 0.8 * len(poison)
+
+
+def test_clean_digits_confirm_no_backdoor(digits: tuple[FloatArray, IntArray]) -> None:
+    features, labels = digits
+    result = run_backdoor_channel(_audit_data(features, labels), AuditOptions(seed=0))
+    assert result.flags == []
+    assert result.findings == []
+    assert result.summary["patterns"] == []
+    assert len(result.summary["classes"]) == 10
+
+
+def test_single_class_is_skipped_not_crashed() -> None:
+    features = np.random.default_rng(0).random((60, 5))
+    data = AuditData("x.csv", "tabular", features, np.zeros(60, dtype=np.int64), ["a"], list("abcde"))
+    result = run_backdoor_channel(data, AuditOptions())
+    assert result.flags == []
+    assert "skipped" in result.summary
+
+
+def test_copies_of_rows_with_random_labels_are_not_a_backdoor() -> None:
+    # Twenty distinct rows, five copies each, random classes: the model memorises every group, but a
+    # group of copies is not a trigger carried by many different rows.
+    rng = np.random.default_rng(0)
+    features = np.repeat(rng.random((20, 4)), 5, axis=0)
+    labels = np.repeat(np.arange(4), 25).astype(np.int64)
+    data = AuditData("x.csv", "tabular", features, labels, list("abcd"), list("wxyz"))
+    result = run_backdoor_channel(data, AuditOptions())
+    assert result.flags == []
+
+
+def test_trigger_pattern_json_round_trip_and_stamp() -> None:
+    pattern = TriggerPattern(0, "zero", (1, 3), ("b", "d"), (1.0, 0.5), (0.05, 0.05))
+    again = TriggerPattern.from_json(pattern.to_json())
+    assert again == pattern
+    stamped = pattern.stamp(np.zeros((2, 4)))
+    assert stamped.tolist() == [[0.0, 1.0, 0.0, 0.5], [0.0, 1.0, 0.0, 0.5]]
+    assert pattern.match_share(np.array([[0.0, 1.0, 0.0, 0.0], [9.0, 0.98, 9.0, 0.52]])).tolist() == [
+        0.5,
+        1.0,
+    ]
+
+
+def test_attack_success_rate_on_a_hand_made_model() -> None:
+    pattern = TriggerPattern(0, "0", (0,), ("f0",), (1.0,))
+
+    def predict(x: FloatArray) -> IntArray:
+        # Backdoored: feature 0 at 1.0 means class 0; otherwise the class is feature 1, except that rows
+        # with feature 2 set ignore the trigger.
+        out = x[:, 1].astype(np.int64)
+        out[(x[:, 0] == 1.0) & (x[:, 2] == 0.0)] = 0
+        return out
+
+    features = np.array(
+        [
+            [0.0, 1.0, 0.0],  # class 1, flips: success
+            [0.0, 2.0, 0.0],  # class 2, flips: success
+            [0.0, 2.0, 1.0],  # class 2, resists: failure
+            [0.0, 2.0, 0.0],  # labelled 1 but predicted 2: wrong without trigger, not counted
+            [0.0, 0.0, 0.0],  # the target class itself: not counted
+        ]
+    )
+    labels = np.array([1, 2, 2, 1, 0], dtype=np.int64)
+    assert attack_success_rate(predict, features, labels, pattern) == pytest.approx(2 / 3)
+
+
+def test_penultimate_matches_the_fitted_network(digits: tuple[FloatArray, IntArray]) -> None:
+    features, labels = digits
+    model = train_mlp(features[:300], labels[:300], seed=0)
+    hidden = penultimate(model, features[:5])
+    assert hidden.shape == (5, 64)
+    logits = hidden @ model.coefs_[-1] + model.intercepts_[-1]
+    assert np.array_equal(np.argmax(logits, axis=1), model.predict(features[:5]))

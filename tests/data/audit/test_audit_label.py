@@ -1,0 +1,129 @@
+"""The label channel: injected label flips are found, clean data stays quiet, a single class fails clearly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits, make_blobs
+
+from bastion.data.audit import rules
+from bastion.data.audit.base import LABEL, AuditData, AuditOptions
+from bastion.data.audit.label import out_of_sample_probabilities, run_label_channel
+from bastion.data.audit.load import from_arrays
+from bastion.errors import InputError
+
+OPTIONS = AuditOptions(folds=3)
+
+
+def _blobs(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    x, y = make_blobs(n, n_features=8, centers=3, cluster_std=1.5, random_state=seed)
+    return x, y
+
+
+def _flip(y: np.ndarray, share: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(y), int(share * len(y)), replace=False)
+    flipped = y.copy()
+    flipped[rows] = (y[rows] + rng.integers(1, 3, rows.size)) % 3
+    return flipped, np.sort(rows)
+
+
+def _named(x: np.ndarray, y: np.ndarray, kind: str = "tabular") -> AuditData:
+    names = np.array(["ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen", "ibis", "jay"])
+    return from_arrays(x, names[y], kind=kind, path="t.npz")
+
+
+def test_random_flips_are_found_with_their_true_label() -> None:
+    x, y = _blobs()
+    noisy, rows = _flip(y, 0.1)
+    result = run_label_channel(_named(x, noisy), OPTIONS)
+    flagged = {f.row for f in result.flags}
+    hits = flagged & set(rows.tolist())
+    assert len(hits) >= 0.9 * rows.size
+    assert len(hits) >= 0.9 * len(flagged)
+    names = ["ant", "bee", "cat"]
+    right = sum(f.suggested_label == names[y[f.row]] for f in result.flags if f.row in hits)
+    assert right >= 0.9 * len(hits)
+    flag = result.flags[0]
+    assert flag.channel == LABEL
+    assert 0.0 <= flag.score <= 1.0
+    given = names[noisy[flag.row]]
+    assert f"label {given!r}" in flag.reason
+    assert repr(flag.suggested_label) in flag.reason
+    assert "nearest rows" in flag.reason
+    assert "cross-validated model gives" in flag.reason
+
+
+def test_finding_counts_flags_per_class_pair() -> None:
+    x, y = _blobs()
+    noisy, _ = _flip(y, 0.1)
+    result = run_label_channel(_named(x, noisy), OPTIONS)
+    (finding,) = result.findings
+    assert finding.rule_id == rules.LABEL_NOISE
+    evidence = finding.evidence_map
+    assert int(evidence["flagged_rows"]) == len(result.flags)
+    assert sum(int(v) for k, v in evidence.items() if " -> " in k) == len(result.flags)
+    assert result.summary["n_flagged"] == len(result.flags)
+    assert result.summary["folds"] == 3
+    assert result.summary["model"]
+
+
+def test_clean_data_yields_few_flags() -> None:
+    x, y = _blobs(seed=1)
+    result = run_label_channel(_named(x, y), OPTIONS)
+    assert len(result.flags) <= 0.01 * len(y)
+
+
+def test_targeted_pair_flip_names_the_dominant_pair() -> None:
+    x, y = _blobs(n=900, seed=2)
+    rng = np.random.default_rng(0)
+    source = np.flatnonzero(y == 0)
+    rows = rng.choice(source, source.size // 4, replace=False)
+    noisy = y.copy()
+    noisy[rows] = 1
+    result = run_label_channel(_named(x, noisy), OPTIONS)
+    flagged = {f.row for f in result.flags}
+    assert len(flagged & set(rows.tolist())) >= 0.8 * rows.size
+    assert result.summary["dominant_pair"] == {"given": "bee", "suggested": "ant"}
+    assert "dominant class pair" in result.findings[0].message
+
+
+def test_digits_images_flips() -> None:
+    digits = load_digits()
+    x, y = digits.data[:900] / 16.0, digits.target[:900]
+    rng = np.random.default_rng(0)
+    rows = rng.choice(len(y), 45, replace=False)
+    noisy = y.copy()
+    noisy[rows] = (y[rows] + rng.integers(1, 10, rows.size)) % 10
+    result = run_label_channel(from_arrays(x, noisy, kind="image"), OPTIONS)
+    flagged = {f.row for f in result.flags}
+    hits = flagged & set(rows.tolist())
+    assert len(hits) >= 0.8 * rows.size
+    assert len(hits) >= 0.8 * len(flagged)
+
+
+def test_probabilities_are_out_of_sample_and_normalised() -> None:
+    x, y = _blobs(n=300)
+    probs = out_of_sample_probabilities(_named(x, y), OPTIONS)
+    assert probs.shape == (300, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    assert (probs.argmax(axis=1) == y).mean() > 0.9
+
+
+def test_single_class_is_a_clear_error() -> None:
+    x, _ = _blobs(n=50)
+    data = _named(x, np.array([0, 1] * 25))
+    data.labels = np.zeros(50, dtype=np.int64)
+    with pytest.raises(InputError, match="label column has a single class"):
+        run_label_channel(data, OPTIONS)
+
+
+def test_tiny_classes_and_two_classes_do_not_crash() -> None:
+    x, y = _blobs(n=200)
+    y = (y > 0).astype(np.int64)
+    y[:2] = 2  # a class of two rows, fewer than the folds
+    result = run_label_channel(_named(x, y), AuditOptions(folds=5))
+    assert result.summary["folds"] >= 2
+    probs = out_of_sample_probabilities(_named(x, y), AuditOptions(folds=5))
+    assert probs.shape == (200, 3)
+    assert np.isfinite(probs).all()

@@ -1,0 +1,85 @@
+"""The outlier channel: injected far points and rare values are found, clean data is left alone."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.datasets import load_digits
+
+from bastion.data.audit import rules
+from bastion.data.audit.base import OUTLIER, AuditOptions
+from bastion.data.audit.load import from_arrays
+from bastion.data.audit.outlier import fit_outlier_model, run_outlier_channel
+
+
+def _clean(n: int = 1000, d: int = 12, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, (3, d))
+    return centres[rng.integers(0, 3, n)] + rng.normal(0, 1, (n, d))
+
+
+def _with_outliers(x: np.ndarray, share: float, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    m = int(share * len(x))
+    extra = x.mean(axis=0) + 5 * x.std(axis=0) * rng.standard_normal((m, x.shape[1]))
+    return np.vstack([x, extra]), np.arange(len(x), len(x) + m)
+
+
+def test_injected_outliers_are_found() -> None:
+    x, rows = _with_outliers(_clean(), 0.05)
+    labels = np.random.default_rng(2).integers(0, 3, len(x))
+    result = run_outlier_channel(from_arrays(x, labels), AuditOptions())
+    flagged = {f.row for f in result.flags}
+    hits = flagged & set(rows.tolist())
+    precision, recall = len(hits) / max(len(flagged), 1), len(hits) / rows.size
+    assert 2 * precision * recall / (precision + recall) >= 0.95
+    assert all(f.channel == OUTLIER and 0.0 <= f.score <= 1.0 for f in result.flags)
+    (finding,) = result.findings
+    assert finding.rule_id == rules.OUTLIERS
+    assert int(finding.evidence_map["flagged_rows"]) == len(flagged)
+
+
+def test_clean_data_is_left_alone() -> None:
+    x = _clean(seed=3)
+    labels = np.random.default_rng(0).integers(0, 3, len(x))
+    result = run_outlier_channel(from_arrays(x, labels), AuditOptions())
+    assert len(result.flags) <= 0.01 * len(x)
+    assert not result.findings or len(result.flags) > 0
+
+
+def test_clean_digits_flag_at_most_one_percent() -> None:
+    digits = load_digits()
+    result = run_outlier_channel(from_arrays(digits.data / 16.0, digits.target, kind="image"), AuditOptions())
+    assert len(result.flags) <= 0.01 * len(digits.target)
+
+
+def test_rare_values_on_near_constant_features_are_named() -> None:
+    rng = np.random.default_rng(4)
+    x = _clean(n=1000, d=8)
+    flags = np.zeros((1000, 4))
+    flags[rng.choice(1000, 10, replace=False), rng.integers(0, 4, 10)] = 1.0  # clean rows: one rare 1 each
+    rows = np.arange(5, 1000, 125)  # 8 rows set every near-constant column to 1
+    flags[rows] = 1.0
+    names = [f"amount_{i}" for i in range(8)] + [f"flag_{i}" for i in range(4)]
+    data = from_arrays(np.hstack([x, flags]), rng.integers(0, 2, 1000), feature_names=names)
+    result = run_outlier_channel(data, AuditOptions())
+    by_row = {f.row: f for f in result.flags}
+    assert set(rows.tolist()) <= set(by_row)
+    assert len(by_row) <= len(rows) + 10
+    reason = by_row[int(rows[0])].reason
+    assert "flag_" in reason
+    assert "= 1.00 where 98% of rows are 0.00" in reason or "= 1.00 where 99% of rows are 0.00" in reason
+
+
+def test_model_scores_chunks_like_the_whole() -> None:
+    x, _ = _with_outliers(_clean(), 0.05)
+    model = fit_outlier_model(x, seed=0)
+    whole = model.score(x)
+    chunks = np.concatenate([model.score(part) for part in np.array_split(x, 4)])
+    np.testing.assert_allclose(whole, chunks)
+    assert (whole >= model.cut).sum() >= 45
+
+
+def test_tiny_input_is_skipped_not_crashed() -> None:
+    x = _clean(n=6)
+    result = run_outlier_channel(from_arrays(x, np.array([0, 1] * 3)), AuditOptions())
+    assert result.flags == []
