@@ -9,28 +9,33 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bastion.cli import data_audit
 from bastion.cli.common import note
 from bastion.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from bastion.data.verify import FileChange, VerifyResult
 
-HELP = """Dataset integrity manifests.
+HELP = """Training-data security: integrity manifests, poisoning audits, sanitizing with validation.
 
   bastion data fingerprint PATH [--output MANIFEST] [--source TEXT] [--sign-key KEY.pem]
   bastion data verify PATH --manifest MANIFEST [--public-key PUB.pem] [--format table|json]
   bastion data keygen KEY.pem
+  bastion data audit DATA --label COLUMN [--reference TRUSTED] [--source-column COLUMN] [--format json]
+  bastion data sanitize DATA --label COLUMN [--validate] [--recipe mlp] [--sign-key KEY.pem]
 
 A manifest records each file's SHA-256 and, for CSV, JSONL, Parquet and NumPy files, a hash per row and
 a Merkle root over them; it is canonical JSON (RFC 8785) and may carry an Ed25519 signature.
-Exit codes of verify: 0 identical and signature valid; 1 differences or a failed signature; 2 bad input."""
+Exit codes of verify: 0 identical and signature valid; 1 differences or a failed signature; 2 bad input.
+Exit codes of audit: 0 no finding at --fail-on (default high) or above; 1 there is one; 2 bad input.
+Exit codes of sanitize: 0 written; 1 --validate rejected the sanitized set (nothing written); 2 bad input."""
 
 JSON_SCHEMA_VERSION = 1
 
 
 def add_parser(sub: Any) -> None:
     """Register ``data`` and its subcommands fingerprint, verify and keygen."""
-    group = sub.add_parser("data", help="fingerprint and verify datasets", description=HELP)
+    group = sub.add_parser("data", help="fingerprint, verify, audit and sanitize datasets", description=HELP)
     group.formatter_class = argparse.RawDescriptionHelpFormatter
     commands = group.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
 
@@ -51,6 +56,8 @@ def add_parser(sub: Any) -> None:
     key = commands.add_parser("keygen", help="write a new Ed25519 signing key")
     key.add_argument("key", type=Path, metavar="KEY.pem", help="private key file to create (mode 0600)")
     key.set_defaults(handler=run_keygen)
+
+    data_audit.add_commands(commands)
 
 
 def _require_extra() -> None:

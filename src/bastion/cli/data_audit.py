@@ -1,0 +1,309 @@
+"""``bastion data audit`` and ``bastion data sanitize``: thin commands over bastion.data.audit."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bastion.cli.common import count_arg, note, severity_arg
+from bastion.errors import InputError, UsageError
+from bastion.findings import Severity
+
+if TYPE_CHECKING:
+    from bastion.data.audit.base import AuditData, AuditOptions
+    from bastion.data.audit.run import AuditResult
+
+CHANNEL_NAMES = ("label", "backdoor", "outlier", "integrity")
+STREAM_CHANNELS = ("label", "outlier", "integrity")
+
+
+def _require_audit_extra() -> None:
+    # The audit needs the `data` extra's numerical stack; say so in one line instead of an ImportError.
+    import importlib.util
+
+    from bastion.errors import ConfigError
+
+    missing = [m for m in ("numpy", "pandas", "sklearn", "cleanlab") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"bastion data audit needs {', '.join(missing)}: pip install 'bastion-ai[data]'")
+
+
+def _channels_arg(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in CHANNEL_NAMES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown channel {unknown[0] if unknown else text!r}")
+    return names
+
+
+def _add_audit_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("path", type=Path, metavar="DATA", help="CSV, Parquet, JSONL table or .npz arrays")
+    cmd.add_argument("--label", required=True, metavar="COLUMN", help="the label column (or .npz array)")
+    cmd.add_argument(
+        "--reference", type=Path, metavar="TRUSTED", help="trusted data to measure drift against"
+    )
+    cmd.add_argument("--source-column", metavar="COLUMN", help="column naming each row's source or feed")
+    cmd.add_argument("--text-column", metavar="COLUMN", help="audit this text column through embeddings")
+    cmd.add_argument(
+        "--channels",
+        type=_channels_arg,
+        default=CHANNEL_NAMES,
+        metavar="LIST",
+        help="comma-separated subset of label,backdoor,outlier,integrity (default: all)",
+    )
+    cmd.add_argument("--seed", type=count_arg, default=0, help="random seed (default 0)")
+    cmd.add_argument(
+        "--stream",
+        action="store_true",
+        help="audit in chunks with bounded memory (automatic above BASTION_AUDIT_IN_MEMORY_BYTES)",
+    )
+    cmd.add_argument("--chunk-rows", type=count_arg, default=100_000, help="rows per chunk when streaming")
+    cmd.add_argument("--workers", type=count_arg, default=2, help="processes when streaming (default 2)")
+    cmd.add_argument("--backend", choices=("local", "ray"), default="local", help="where chunks run")
+
+
+def add_commands(commands: Any) -> None:
+    """Register ``audit`` and ``sanitize`` under ``bastion data``."""
+    audit = commands.add_parser("audit", help="find poisoned, mislabelled, outlying and duplicate rows")
+    _add_audit_options(audit)
+    audit.add_argument("--format", choices=("table", "json", "markdown"), default="table")
+    audit.add_argument("--output", "-o", type=Path, metavar="FILE", help="write the report here")
+    audit.add_argument(
+        "--fail-on",
+        type=severity_arg,
+        default=Severity.HIGH,
+        metavar="SEVERITY",
+        help="exit 1 when a finding is at least this severe (default high)",
+    )
+    audit.set_defaults(handler=run_audit_command)
+
+    san = commands.add_parser("sanitize", help="quarantine flagged rows, write clean data and a manifest")
+    _add_audit_options(san)
+    san.add_argument(
+        "--output", "-o", type=Path, metavar="CLEAN", help="cleaned data (default NAME.clean.EXT)"
+    )
+    san.add_argument(
+        "--quarantine", type=Path, metavar="FILE", help="removed rows (default NAME.quarantine.EXT)"
+    )
+    san.add_argument("--manifest", type=Path, metavar="FILE", help="manifest of the cleaned data")
+    san.add_argument("--report", type=Path, metavar="FILE", help="also write the audit report (JSON) here")
+    san.add_argument("--sign-key", type=Path, metavar="KEY.pem", help="sign the new manifest (Ed25519)")
+    san.add_argument("--validate", action="store_true", help="retrain before and after; accept or reject")
+    san.add_argument("--recipe", default="mlp", help="mlp, logreg, forest or module:Class (default mlp)")
+    san.add_argument("--holdout", type=Path, metavar="TRUSTED", help="clean held-out data for --validate")
+    san.add_argument(
+        "--tolerance", type=float, default=1.0, metavar="POINTS", help="allowed accuracy drop (default 1)"
+    )
+    san.add_argument("--format", choices=("table", "json"), default="table", help="summary format")
+    san.set_defaults(handler=run_sanitize_command)
+
+
+def _options(args: argparse.Namespace, streaming: bool) -> AuditOptions:
+    from bastion.data.audit.base import AuditOptions
+
+    channels = args.channels
+    if streaming:
+        dropped = [c for c in channels if c not in STREAM_CHANNELS]
+        if dropped and args.channels != CHANNEL_NAMES:
+            raise UsageError(
+                f"--channels {dropped[0]}: the streaming audit runs {', '.join(STREAM_CHANNELS)}"
+            )
+        if dropped:
+            note("streaming: the backdoor channel needs the data in memory and is skipped")
+        channels = tuple(c for c in channels if c in STREAM_CHANNELS)
+    return AuditOptions(seed=args.seed, channels=channels)
+
+
+def _audit(args: argparse.Namespace) -> tuple[AuditResult, AuditData | None, dict[str, Any]]:
+    """Load or stream the data, run the channels, and build the audit's lineage record."""
+    from bastion.data.audit.load import load_companion, load_dataset, should_stream
+    from bastion.data.audit.run import run_audit
+    from bastion.data.lineage import dataset_digest, file_digest, lineage_record
+
+    _require_audit_extra()
+    path: Path = args.path
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    streaming = args.stream or should_stream(path)
+    options = _options(args, streaming)
+    consumed: dict[str, str] = {}
+    data: AuditData | None = None
+    if streaming:
+        from bastion.data.audit.stream import stream_audit
+
+        note(f"{path}: streaming in chunks of {args.chunk_rows} rows")
+        result = stream_audit(
+            path,
+            args.label,
+            source_column=args.source_column,
+            reference=args.reference,
+            options=options,
+            chunk_rows=max(args.chunk_rows, 1),
+            backend=args.backend,
+            workers=max(args.workers, 1),
+        )
+        # A full manifest of a file that does not fit in memory costs a second pass; its SHA-256 names it.
+        consumed["data"] = file_digest(path)
+    else:
+        data = load_dataset(path, args.label, source_column=args.source_column, text_column=args.text_column)
+        reference = None
+        if args.reference is not None:
+            reference = load_companion(
+                args.reference,
+                data,
+                args.label,
+                source_column=args.source_column,
+                text_column=args.text_column,
+            )
+        result = run_audit(data, options, reference)
+        consumed["data"] = dataset_digest(path)
+    if args.reference is not None:
+        consumed["reference"] = dataset_digest(args.reference)
+    parameters = {"label": args.label, "channels": list(options.channels), "seed": args.seed}
+    return result, data, lineage_record("audit", consumed, {}, parameters)
+
+
+def _write(path: Path | None, text: str) -> None:
+    from bastion.atomic import atomic_write_text
+
+    if path is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        atomic_write_text(path, text)
+
+
+def run_audit_command(args: argparse.Namespace) -> int:
+    """Audit the data and report every flagged row; exit 1 when a finding reaches --fail-on."""
+    from bastion.data.audit.report import RENDERERS
+
+    result, data, lineage = _audit(args)
+    ignored = data.ignored_columns if data is not None else []
+    _write(
+        args.output,
+        RENDERERS[args.format](result, label=args.label, lineage=lineage, ignored_columns=ignored),
+    )
+    worst = max((f.severity for f in result.findings), default=None)
+    note(
+        f"audited {result.n_rows} rows in {result.duration_s:.1f}s: {len(result.rows)} flagged, "
+        f"{len(result.removed_rows)} to quarantine"
+    )
+    return 1 if worst is not None and worst >= args.fail_on else 0
+
+
+def run_sanitize_command(args: argparse.Namespace) -> int:
+    """Audit, optionally validate by retraining, then write clean data, quarantine and a signed manifest."""
+    from bastion.atomic import atomic_write_text
+    from bastion.data.audit.report import render_json
+    from bastion.data.lineage import dataset_digest, file_digest, lineage_record
+    from bastion.data.manifest import build_manifest
+    from bastion.data.sanitize import SanitizeOutputs, split_dataset, staged
+    from bastion.data.signing import load_private_key, sign_manifest
+
+    key = load_private_key(args.sign_key) if args.sign_key else None  # a bad key fails before the work
+    defaults = SanitizeOutputs.beside(args.path)
+    outputs = SanitizeOutputs(
+        clean=args.output or defaults.clean,
+        quarantine=args.quarantine or defaults.quarantine,
+        manifest=args.manifest or defaults.manifest,
+    )
+    result, data, audit_lineage = _audit(args)
+    ignored = data.ignored_columns if data is not None else []
+    report_text = render_json(result, label=args.label, lineage=audit_lineage, ignored_columns=ignored)
+    if args.report is not None:
+        atomic_write_text(args.report, report_text)
+    validation = None
+    if args.validate:
+        validation = _validate(args, result, data)
+    summary: dict[str, Any] = {
+        "input": str(args.path),
+        "rows": result.n_rows,
+        "quarantined": len(result.removed_rows),
+        "kept": result.n_rows - len(result.removed_rows),
+        "validation": None if validation is None else validation.to_json(),
+    }
+    if validation is not None and not validation.accepted:
+        summary["written"] = False
+        _emit_summary(args, summary, validation.verdict)
+        return 1
+    removed = [r for r in result.rows if r.remove]
+    with staged() as staging:
+        split_dataset(args.path, removed, staging, outputs)
+    produced = {"quarantine": file_digest(outputs.quarantine)}
+    consumed = {
+        "data": audit_lineage["consumed"]["data"],
+        "audit_report": "sha256:" + hashlib.sha256(report_text.encode("utf-8")).hexdigest(),
+    }
+    parameters: dict[str, Any] = {"quarantined_rows": len(removed), **audit_lineage["parameters"]}
+    if validation is not None:
+        parameters["validation"] = validation.to_json()
+    record = lineage_record("sanitize", consumed, produced, parameters)
+    manifest = replace(
+        build_manifest(outputs.clean, source=f"bastion data sanitize {args.path.name}"), lineage=(record,)
+    )
+    if key is not None:
+        manifest = sign_manifest(manifest, key)
+    atomic_write_text(outputs.manifest, manifest.to_json().decode("utf-8"))
+    summary.update(
+        written=True,
+        clean=str(outputs.clean),
+        quarantine=str(outputs.quarantine),
+        manifest=str(outputs.manifest),
+        clean_digest=dataset_digest(outputs.clean),
+        signed=key is not None,
+    )
+    verdict = validation.verdict if validation is not None else "not validated (use --validate)"
+    _emit_summary(args, summary, verdict)
+    return 0
+
+
+def _validate(args: argparse.Namespace, result: AuditResult, data: AuditData | None) -> Any:
+    from bastion.data.audit.load import load_companion
+    from bastion.data.validate import validate_sanitization
+
+    if data is None:
+        raise UsageError("--validate retrains on the data, which needs it in memory; drop --stream")
+    holdout = None
+    if args.holdout is not None:
+        holdout = load_companion(args.holdout, data, args.label, text_column=args.text_column)
+    backdoor = result.channels.get("backdoor")
+    patterns = list(backdoor.summary.get("patterns", [])) if backdoor is not None else []
+    return validate_sanitization(
+        data,
+        result.removed_rows,
+        patterns,
+        recipe=args.recipe,
+        holdout=holdout,
+        tolerance_points=args.tolerance,
+        seed=args.seed,
+    )
+
+
+def _emit_summary(args: argparse.Namespace, summary: dict[str, Any], verdict: str) -> None:
+    if args.format == "json":
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    else:
+        lines = [f"{summary['input']}: {summary['rows']} rows, {summary['quarantined']} quarantined"]
+        validation = summary.get("validation")
+        if validation is not None:
+            lines.append(
+                f"validation ({validation['recipe']}, holdout {validation['holdout']}): accuracy "
+                f"{validation['accuracy_before']:.2f}% -> {validation['accuracy_after']:.2f}%"
+            )
+            for name, before in validation["attack_success_before"].items():
+                after = validation["attack_success_after"][name]
+                lines.append(f"  backdoor on {name}: attack success {before:.1f}% -> {after:.1f}%")
+        lines.append(verdict)
+        if summary.get("written"):
+            lines.append(f"clean data: {summary['clean']}")
+            lines.append(f"quarantine: {summary['quarantine']}")
+            lines.append(f"manifest:   {summary['manifest']}" + (" (signed)" if summary["signed"] else ""))
+        else:
+            lines.append("nothing written: the input is unchanged and the flags stay review items")
+        sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
