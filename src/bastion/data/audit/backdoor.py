@@ -113,14 +113,18 @@ class TriggerPattern:
         close = np.abs(columns - np.asarray(self.values, dtype=np.float64)) <= tol
         return np.asarray(close.mean(axis=1), dtype=np.float64)
 
-    def describe(self, limit: int = 8) -> str:
-        """``p0,p1,p8,p9 = 1.00`` style text (values listed once when they are all the same)."""
+    def describe(self, limit: int = 8, encoder: Any = None) -> str:
+        """``p0,p1,p8,p9 = 1.00`` style text (values listed once when they are all the same).
+
+        With the table's encoder, values are shown in the column's own units rather than standardised.
+        """
         names = list(self.feature_names[:limit]) + (["..."] if len(self.features) > limit else [])
-        if len(set(np.round(self.values, 2))) == 1:
-            return f"{','.join(names)} = {self.values[0]:.2f}"
-        pairs = [
-            f"{n}={v:.2f}" for n, v in zip(self.feature_names[:limit], self.values[:limit], strict=False)
-        ]
+        values = list(self.values)
+        if encoder is not None:
+            values = [encoder.raw_value(n, v) for n, v in zip(self.feature_names, self.values, strict=True)]
+        if len(set(np.round(values, 2))) == 1:
+            return f"{','.join(names)} = {values[0]:.2f}"
+        pairs = [f"{n}={v:.2f}" for n, v in zip(self.feature_names[:limit], values[:limit], strict=False)]
         return ", ".join(pairs + (["..."] if len(self.features) > limit else []))
 
     def to_json(self) -> dict[str, Any]:
@@ -564,9 +568,9 @@ def _flag(result: ChannelResult, model: Any, data: AuditData, probe: _Probe) -> 
     for row, suggestion in zip(rows, suggestions, strict=True):
         row_share = float(share[row])
         if row_share >= 1.0:
-            carries = f"carries {pattern.describe()}"
+            carries = f"carries {pattern.describe(encoder=data.encoder)}"
         else:
-            carries = f"carries {round(100 * row_share)}% of {pattern.describe()}"
+            carries = f"carries {round(100 * row_share)}% of {pattern.describe(encoder=data.encoder)}"
         label = data.label_name(int(data.labels[row]))
         reason = f"label '{label}'; {carries}, {what}"
         score = float(np.clip(0.5 + 0.5 * probe.flip_rate * row_share, 0.0, 1.0))
@@ -575,7 +579,8 @@ def _flag(result: ChannelResult, model: Any, data: AuditData, probe: _Probe) -> 
         Finding.make(
             rules.BACKDOOR,
             Severity.CRITICAL,
-            f"class '{pattern.target_name}' holds {len(rows)} rows carrying {pattern.describe()}; stamped on "
+            f"class '{pattern.target_name}' holds {len(rows)} rows carrying "
+            f"{pattern.describe(encoder=data.encoder)}; stamped on "
             f"held-out rows of other classes it flips {flip}% of them to '{pattern.target_name}' "
             f"(control {round(100 * probe.control_rate)}%)",
             Location(data.path, (f"class:{pattern.target_name}",)),

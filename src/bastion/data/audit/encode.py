@@ -115,6 +115,12 @@ class TableEncoder:
             blocks.append(onehot)
         return np.hstack(blocks) if blocks else np.zeros((len(frame), 0))
 
+    def raw_value(self, name: str, value: float) -> float:
+        """A standardised value of encoded column ``name`` back in the column's units (one-hots as is)."""
+        if name in self.means:
+            return value * self.scales[name] + self.means[name]
+        return value
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready description, recorded in reports so that a result can be reproduced."""
         return {"numeric": self.numeric, "categorical": self.categorical, "categories": self.categories}
