@@ -83,3 +83,20 @@ def test_tiny_input_is_skipped_not_crashed() -> None:
     x = _clean(n=6)
     result = run_outlier_channel(from_arrays(x, np.array([0, 1] * 3)), AuditOptions())
     assert result.flags == []
+
+
+def test_one_hot_columns_do_not_count_as_far_out_values() -> None:
+    # One-hot columns have a zero MAD, so without care every row's "1" looks like a far-out value and
+    # the per-feature score flags clean rows (14 of these 3000 before the fix).
+    import pandas as pd
+
+    from bastion.data.audit.load import from_frame
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    columns: dict[str, object] = {f"x{i}": rng.normal(0, 1, n) for i in range(45)}
+    for k in range(4):
+        columns[f"c{k}"] = rng.choice([f"v{i}" for i in range(4 + 3 * k)], n)
+    columns["y"] = rng.integers(0, 2, n)
+    result = run_outlier_channel(from_frame(pd.DataFrame(columns), "y"), AuditOptions())
+    assert len(result.flags) <= 2

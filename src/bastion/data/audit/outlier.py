@@ -15,6 +15,7 @@ chunk), so a streaming or Ray path fits once and scores chunks with the same cod
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,8 +120,12 @@ def _scale(values: FloatArray) -> tuple[float, float]:
     return float(np.median(values)), max(scale, 1e-12)
 
 
-def fit_outlier_model(features: FloatArray, seed: int) -> OutlierModel:
-    """Fit the forest and the per-feature statistics on ``features`` (a sample is enough)."""
+def fit_outlier_model(features: FloatArray, seed: int, indicators: Sequence[int] = ()) -> OutlierModel:
+    """Fit the forest and the per-feature statistics on ``features`` (a sample is enough).
+
+    ``indicators`` are one-hot category columns: they stay in the forest but not in the per-feature score,
+    where a rare category would otherwise look like a far-out value (their MAD is zero).
+    """
     from sklearn.ensemble import IsolationForest
 
     x = np.asarray(features, dtype=np.float64)
@@ -137,6 +142,7 @@ def fit_outlier_model(features: FloatArray, seed: int) -> OutlierModel:
     raw_forest = -np.asarray(forest.score_samples(x), dtype=np.float64)
     centre = np.median(x, axis=0)
     spread = _spread(x)
+    spread[list(indicators)] = np.inf
     modes, shares = _modes(x)
     feature_raw = _feature_score(np.abs(x - centre) / spread)
     forest_median, forest_scale = _scale(raw_forest)
@@ -168,7 +174,8 @@ def run_outlier_channel(data: AuditData, options: AuditOptions) -> ChannelResult
     if x.shape[0] < 10 or x.shape[1] == 0:
         result.summary = {"n_flagged": 0, "skipped": "fewer than 10 rows or no features"}
         return result
-    model = fit_outlier_model(x, options.seed)
+    indicators = data.encoder.indicator_columns() if data.encoder is not None else []
+    model = fit_outlier_model(x, options.seed, indicators)
     forest_z, feature_z = model.parts(x)
     by_forest = forest_z >= model.forest_cut
     by_feature = feature_z >= model.feature_cut
