@@ -128,8 +128,11 @@ def _duplicate_flags(
         if np.all(labels == labels[0]):
             first = int(group[0])
             reason = f"same features and label as row {first}"
+            # A copy with the same label is not evidence of poisoning (real tables repeat rows), so it is
+            # listed for review and kept; copies that disagree on the label are quarantined instead.
             exact.extend(
-                RowFlag(int(r), INTEGRITY, "exact-duplicate", EXACT_SCORE, reason) for r in group[1:]
+                RowFlag(int(r), INTEGRITY, "exact-duplicate", EXACT_SCORE, reason, remove=False)
+                for r in group[1:]
             )
             continue
         conflict_groups.append(group)
