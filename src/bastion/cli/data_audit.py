@@ -234,7 +234,7 @@ def run_sanitize_command(args: argparse.Namespace) -> int:
     removed = [r for r in result.rows if r.remove]
     with staged() as staging:
         split_dataset(args.path, removed, staging, outputs)
-    produced = {"quarantine": file_digest(outputs.quarantine)}
+    produced = {"clean": file_digest(outputs.clean), "quarantine": file_digest(outputs.quarantine)}
     consumed = {
         "data": audit_lineage["consumed"]["data"],
         "audit_report": "sha256:" + hashlib.sha256(report_text.encode("utf-8")).hexdigest(),

@@ -89,6 +89,9 @@ def test_sanitize_validate_writes_clean_data_quarantine_and_signed_manifest(
     (record,) = manifest["lineage"]
     assert record["step"] == "sanitize"
     assert record["consumed"]["data"].startswith("manifest-sha256:")
+    assert record["consumed"]["audit_report"].startswith("sha256:")
+    assert set(record["produced"]) == {"clean", "quarantine"}
+    assert record["parameters"]["validation"]["accepted"]
     assert "signature" in manifest
     verify = ["data", "verify", str(out), "--manifest", str(tmp_path / "m.json")]
     assert main([*verify, "--public-key", str(tmp_path / "k.pub.pem")]) == 0
