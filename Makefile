@@ -34,6 +34,7 @@ demo: $(STAMP)
 	-$(BIN)/bastion data audit $(DEMO_DIR)/data/train.csv --label label --source-column source
 	-$(BIN)/bastion data audit $(DEMO_DIR)/data/train.csv --label label --source-column source \
 		--format json --output $(DEMO_DIR)/data/audit.json
+	$(BIN)/python benchmarks/demo_data.py $(DEMO_DIR)/data --check $(DEMO_DIR)/data/audit.json
 	$(BIN)/bastion data sanitize $(DEMO_DIR)/data/train.csv --label label --source-column source \
 		--validate --holdout $(DEMO_DIR)/data/holdout.csv --sign-key $(DEMO_DIR)/data/demo-key.pem
 	$(BIN)/bastion data verify $(DEMO_DIR)/data/train.clean.csv --manifest $(DEMO_DIR)/data/train.clean.manifest.json \

@@ -53,11 +53,28 @@ def build(out: Path, seed: int = 0) -> dict[str, list[int]]:
     return truth
 
 
+def check(out: Path, report: Path) -> str:
+    """One line comparing an audit report's quarantined rows with the rows that were poisoned."""
+    truth = json.loads((out / "truth.json").read_text(encoding="utf-8"))
+    rows = json.loads(report.read_text(encoding="utf-8"))["rows"]
+    flagged = {r["row"] for r in rows if r["quarantine"]}
+    flips, backdoor = set(truth["label_flips"]), set(truth["backdoor"])
+    others = len(flagged - flips - backdoor)
+    return (
+        f"the audit quarantines {len(flagged & backdoor)}/{len(backdoor)} backdoor rows and "
+        f"{len(flagged & flips)}/{len(flips)} flipped labels, plus {others} clean rows"
+    )
+
+
 def main() -> None:
-    """Command-line entry: build the demo data set in the given directory."""
+    """Command-line entry: build the demo data set, or compare an audit report with what was injected."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
+    parser.add_argument("--check", type=Path, metavar="AUDIT_JSON", help="compare this report with truth")
     args = parser.parse_args()
+    if args.check is not None:
+        print(check(args.out, args.check))
+        return
     truth = build(args.out)
     print(
         f"wrote {args.out}/train.csv: {len(truth['label_flips'])} flipped labels and "

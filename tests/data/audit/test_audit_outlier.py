@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from sklearn.datasets import load_digits
 
@@ -67,7 +69,7 @@ def test_rare_values_on_near_constant_features_are_named() -> None:
     assert len(by_row) <= len(rows) + 10
     reason = by_row[int(rows[0])].reason
     assert "flag_" in reason
-    assert "= 1.00 where 98% of rows are 0.00" in reason or "= 1.00 where 99% of rows are 0.00" in reason
+    assert re.search(r"= 1\.00 where 9[89]\.\d% of rows are 0\.00", reason), reason
 
 
 def test_model_scores_chunks_like_the_whole() -> None:

@@ -152,18 +152,28 @@ def fit_outlier_model(features: FloatArray, seed: int, indicators: Sequence[int]
     )
 
 
-def _describe(data: AuditData, model: OutlierModel, row: FloatArray, z: FloatArray) -> str:
-    """Plain words for a row's two most extreme features."""
+def describe_row(
+    feature_names: Sequence[str], model: OutlierModel, row: FloatArray, z: FloatArray, encoder: Any = None
+) -> str:
+    """Plain words for a row's two most extreme features, in the columns' own units when encoded."""
+
+    def shown(name: str, value: float) -> float:
+        return float(encoder.raw_value(name, value)) if encoder is not None else value
+
     parts: list[str] = []
     for j in np.argsort(-z)[:2].tolist():
-        name = data.feature_names[j] if j < len(data.feature_names) else f"f{j}"
+        name = feature_names[j] if j < len(feature_names) else f"f{j}"
         value = float(row[j])
         if model.mode_share[j] >= NEAR_CONSTANT and value != model.mode[j]:
             parts.append(
-                f"{name} = {value:.2f} where {model.mode_share[j]:.0%} of rows are {model.mode[j]:.2f}"
+                f"{name} = {shown(name, value):.2f} where {model.mode_share[j]:.1%} of rows are "
+                f"{shown(name, float(model.mode[j])):.2f}"
             )
         else:
-            parts.append(f"{name} = {value:.2f}, {z[j]:.1f} robust SDs from the median {model.centre[j]:.2f}")
+            parts.append(
+                f"{name} = {shown(name, value):.2f}, {z[j]:.1f} robust SDs from the median "
+                f"{shown(name, float(model.centre[j])):.2f}"
+            )
     return "; ".join(parts)
 
 
@@ -182,7 +192,7 @@ def run_outlier_channel(data: AuditData, options: AuditOptions) -> ChannelResult
     flagged = np.flatnonzero(by_forest | by_feature)
     for row in flagged.tolist():
         z = model.feature_z(x[row : row + 1])[0]
-        words = _describe(data, model, x[row], z)
+        words = describe_row(data.feature_names, model, x[row], z, data.encoder)
         if by_forest[row]:
             check = CHECK_FOREST
             score = float(squash(np.array([forest_z[row]]), model.forest_cut)[0])

@@ -90,7 +90,16 @@ def render_json(result: AuditResult, **context: Any) -> str:
 
 
 def _top_rows(result: AuditResult) -> list[RowReport]:
-    return sorted(result.rows, key=lambda r: (-r.score, r.row))[:TABLE_ROWS]
+    """The most suspicious rows, taken in turn from each channel so that one channel cannot fill the table."""
+    queues: dict[str, list[RowReport]] = {}
+    for row in sorted(result.rows, key=lambda r: (-r.score, r.row)):
+        queues.setdefault(row.channels[0], []).append(row)
+    picked: list[RowReport] = []
+    while len(picked) < TABLE_ROWS and any(queues.values()):
+        for queue in queues.values():
+            if queue and len(picked) < TABLE_ROWS:
+                picked.append(queue.pop(0))
+    return sorted(picked, key=lambda r: (-r.score, r.row))
 
 
 def _headline(result: AuditResult) -> str:

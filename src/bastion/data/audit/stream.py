@@ -633,9 +633,9 @@ def _outlier_flags(state: ChunkState, x: FloatArray, offset: int, result: ChunkR
     forest_z, feature_z = model.parts(x)
     by_forest = forest_z >= model.forest_cut
     by_feature = feature_z >= model.feature_cut
-    names = AuditData("", "tabular", x[:0], np.zeros(0, dtype=np.int64), [], state.encoder.feature_names)
+    names = state.encoder.feature_names
     for i in np.flatnonzero(by_forest | by_feature).tolist():
-        words = outlier._describe(names, model, x[i], model.feature_z(x[i : i + 1])[0])
+        words = outlier.describe_row(names, model, x[i], model.feature_z(x[i : i + 1])[0], state.encoder)
         if by_forest[i]:
             check, z, cut = outlier.CHECK_FOREST, float(forest_z[i]), float(model.forest_cut)
             reason = f"far from the other rows (isolation-forest robust z {z:.1f}): {words}"
