@@ -86,7 +86,18 @@ CONTROL_DRAWS = 5
 # at least this share of the carriers must be predicted as another class. A natural sub-population (the
 # largest tumours of the malignant class) keeps its class without the pattern and is not a backdoor.
 UNSTAMPED_MIN = 0.5
-MIN_DISTINCT_CARRIERS = 3
+MIN_DISTINCT_CARRIERS = 10
+# Seeds: a representation cluster can hold the poison as a small minority (a tabular trigger at 3% of a
+# large class spreads over a big k-means side), so besides the whole cluster, the cluster rows that share
+# one of its SEEDS most enriched values (at SEED_ENRICHMENT times the rate in every other row) seed a
+# pattern. Values are tried at the cluster's SEED_GRID quantiles.
+SEEDS = 10
+SEED_ENRICHMENT = 10.0
+SEED_GRID = np.linspace(0.02, 0.98, 49)
+# Ablation: a trigger is learned from its carriers alone. Retrained without them, the model must lose at
+# least ABLATION_DROP of the flip rate; a natural predictor (a high interest rate means a bad loan) is
+# learned from the rest of the data as well and keeps flipping rows.
+ABLATION_DROP = 0.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,13 +211,19 @@ class _Probe:
     control_rate: float
     probed_rows: int
     unstamped_other: float  # share of carriers the model puts in another class once the pattern is removed
+    ablated_rate: float = 1.0  # flip rate of a model retrained without the carriers (1.0 = not yet run)
+
+    @property
+    def flips(self) -> bool:
+        """The stamp flips most held-out rows, far more than an equally unusual stamp elsewhere."""
+        return self.flip_rate >= FLIP_MIN and self.flip_rate - self.control_rate >= FLIP_MARGIN
 
     @property
     def confirmed(self) -> bool:
         return (
-            self.flip_rate >= FLIP_MIN
-            and self.flip_rate - self.control_rate >= FLIP_MARGIN
+            self.flips
             and self.unstamped_other >= UNSTAMPED_MIN
+            and self.flip_rate - self.ablated_rate >= ABLATION_DROP
         )
 
 
@@ -438,7 +455,22 @@ def _probe(
     return flip, control, len(x)
 
 
-def _find_patterns(data: AuditData, stats: _ClassStats, tol: FloatArray, seed: int) -> list[_Candidate]:
+def _ablated_flip(
+    data: AuditData, pattern: TriggerPattern, fit_rows: IntArray, probe_rows: IntArray, seed: int
+) -> float:
+    """The probe's flip rate for a model retrained without every row that carries the pattern."""
+    carrying = pattern.match_share(data.features[fit_rows]) >= CARRY_SHARE
+    kept = fit_rows[~carrying]
+    if len(np.unique(data.labels[kept])) < 2:
+        return 0.0
+    model = train_mlp(data.features[kept], data.labels[kept], seed)
+    flip, _, _ = _probe(model, data, pattern, probe_rows, seed)
+    return flip
+
+
+def _find_patterns(
+    data: AuditData, stats: _ClassStats, tol: FloatArray, sorted_columns: FloatArray, seed: int
+) -> list[_Candidate]:
     """Every distinct input pattern behind the candidate clusters, with how far its carriers stand apart.
 
     The separation is a z against random subsets of the class of the same size: a chance subset scores
@@ -447,10 +479,21 @@ def _find_patterns(data: AuditData, stats: _ClassStats, tol: FloatArray, seed: i
     """
     rng = np.random.default_rng(seed)
     found: dict[tuple[int, ...], _Candidate] = {}
+    seeds: list[IntArray] = []
+    sorted_class = np.sort(data.features[stats.rows], axis=0)
     for candidate in stats.candidates:
         if candidate.sum() < 2:
             continue
-        result = _pattern_for(data, stats.code, stats.rows[candidate], tol)
+        cluster = stats.rows[candidate]
+        seeds.append(cluster)
+        seeds.extend(_enriched_seeds(data, cluster, tol, sorted_columns, sorted_class))
+    tried: set[bytes] = set()
+    for cluster in seeds:
+        key = np.sort(cluster).tobytes()
+        if key in tried:
+            continue
+        tried.add(key)
+        result = _pattern_for(data, stats.code, cluster, tol)
         if result is None or result[0].features in found:
             continue
         pattern, carriers = result
@@ -468,6 +511,55 @@ def _find_patterns(data: AuditData, stats: _ClassStats, tol: FloatArray, seed: i
         z = float((separation - null.mean()) / max(float(null.std()), 1e-3))
         found[pattern.features] = _Candidate(pattern, carriers, separation, z)
     return sorted(found.values(), key=lambda c: -c.separation_z)
+
+
+def _enriched_seeds(
+    data: AuditData, cluster: IntArray, tol: FloatArray, sorted_columns: FloatArray, sorted_class: FloatArray
+) -> list[IntArray]:
+    """The cluster rows sharing each of its SEEDS most enriched values (one value per feature).
+
+    A value is enriched when its share in the cluster is at least SEED_ENRICHMENT times its share in the
+    other classes (not the rest of the class: the cluster rarely holds all the poison, and the carriers
+    left outside it would hide the enrichment); the seeds are ranked by how many cluster rows carry the
+    value, weighted by the log of that enrichment, so a trigger carried by a few percent of a big cluster
+    still seeds its own pattern.
+    """
+    inside = data.features[cluster]
+    n_in, n_rest = len(cluster), data.n_rows - len(sorted_class)
+    if n_in < MIN_DISTINCT_CARRIERS or n_rest < 1:
+        return []
+    sorted_inside = np.sort(inside, axis=0)
+    values = np.quantile(inside, SEED_GRID, axis=0)  # grid x features
+    best_score = np.zeros(inside.shape[1])
+    best_value = np.zeros(inside.shape[1])
+    for f in range(inside.shape[1]):
+        lo, hi = values[:, f] - tol[f], values[:, f] + tol[f]
+        count_in = np.searchsorted(sorted_inside[:, f], hi, "right") - np.searchsorted(
+            sorted_inside[:, f], lo, "left"
+        )
+        count_all = np.searchsorted(sorted_columns[:, f], hi, "right") - np.searchsorted(
+            sorted_columns[:, f], lo, "left"
+        )
+        count_class = np.searchsorted(sorted_class[:, f], hi, "right") - np.searchsorted(
+            sorted_class[:, f], lo, "left"
+        )
+        in_share = count_in / n_in
+        out_share = np.maximum(count_all - count_class, 1) / n_rest
+        ratio = in_share / out_share
+        score = np.where(
+            (ratio >= SEED_ENRICHMENT) & (out_share <= OUT_MAX) & (count_in >= MIN_DISTINCT_CARRIERS),
+            count_in * np.log(np.maximum(ratio, 1.0)),
+            0.0,
+        )
+        at = int(np.argmax(score))
+        best_score[f], best_value[f] = score[at], values[at, f]
+    seeds: list[IntArray] = []
+    for f in np.argsort(-best_score, kind="stable")[:SEEDS]:
+        if best_score[f] <= 0:
+            break
+        carrying = np.abs(inside[:, f] - best_value[f]) <= tol[f]
+        seeds.append(cluster[carrying])
+    return seeds
 
 
 def _distinct_rows(features: FloatArray) -> int:
@@ -523,8 +615,9 @@ def _run(data: AuditData, options: AuditOptions) -> ChannelResult:
         for code in eligible
     ]
     tol = _tolerances(data.features)
+    sorted_columns = np.sort(data.features, axis=0)
     for s in stats:
-        s.patterns = _find_patterns(data, s, tol, options.seed)
+        s.patterns = _find_patterns(data, s, tol, sorted_columns, options.seed)
         s.separation_z = max((c.separation_z for c in s.patterns), default=0.0)
     _gate(stats)
     probes: dict[int, _Probe] = {}
@@ -540,6 +633,8 @@ def _run(data: AuditData, options: AuditOptions) -> ChannelResult:
             suggestions = _unstamped_suggestions(model, data, cand.pattern, cand.carriers, carriers)
             other = float(np.mean([x is not None for x in suggestions]))
             probe = _Probe(cand.pattern, cand.carriers, flip, control, probed, other)
+            if probe.flips and probe.unstamped_other >= UNSTAMPED_MIN:
+                probe.ablated_rate = _ablated_flip(data, cand.pattern, fit_rows, probe_rows, options.seed)
             best = probes.get(s.code)
             if best is None or (probe.confirmed, flip - control) > (
                 best.confirmed,
@@ -632,6 +727,7 @@ def _summary(
                     "control_rate": round(probe.control_rate, 4),
                     "probed_rows": probe.probed_rows,
                     "unstamped_other_class": round(probe.unstamped_other, 4),
+                    "ablated_flip_rate": round(probe.ablated_rate, 4),
                     "confirmed": probe.confirmed,
                 }
             )
