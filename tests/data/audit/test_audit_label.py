@@ -8,7 +8,13 @@ from sklearn.datasets import load_digits, make_blobs
 
 from bastion.data.audit import rules
 from bastion.data.audit.base import LABEL, AuditData, AuditOptions
-from bastion.data.audit.label import out_of_sample_probabilities, run_label_channel
+from bastion.data.audit.label import (
+    _dominant_pair,
+    class_recognition,
+    label_evidence,
+    out_of_sample_probabilities,
+    run_label_channel,
+)
 from bastion.data.audit.load import from_arrays
 from bastion.errors import InputError
 
@@ -127,3 +133,38 @@ def test_tiny_classes_and_two_classes_do_not_crash() -> None:
     probs = out_of_sample_probabilities(_named(x, y), AuditOptions(folds=5))
     assert probs.shape == (200, 3)
     assert np.isfinite(probs).all()
+
+
+def _weak_minority(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A clean binary table whose 8% minority class the features barely separate (a noisy real table)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6))
+    y = (rng.random(n) < 0.08).astype(np.int64)
+    x[:, 0] += 0.8 * y
+    return x, y
+
+
+def test_binary_pair_needs_a_recognised_given_class() -> None:
+    # Two classes, so the flags fall in one of two pairs; a heavy one only means a targeted flip when the
+    # model can tell the pair's given class apart at all.
+    counts = {(1, 0): 40, (0, 1): 2}
+    assert _dominant_pair(counts, 2) == (1, 0)
+    assert _dominant_pair(counts, 2, np.array([0.9, 0.1])) is None
+    assert _dominant_pair(counts, 2, np.array([0.6, 0.8])) == (1, 0)
+    # With more classes the gate does not apply.
+    assert _dominant_pair({(1, 0): 40, (0, 2): 2}, 3, np.array([0.9, 0.1, 0.9])) == (1, 0)
+
+
+def test_clean_binary_table_with_a_weak_minority_names_no_pair() -> None:
+    from cleanlab.filter import find_label_issues
+
+    x, y = _weak_minority()
+    data = _named(x, y)
+    result = run_label_channel(data, OPTIONS)
+    assert result.summary["dominant_pair"] is None
+    evidence = label_evidence(data, OPTIONS)
+    assert class_recognition(data.labels, evidence.blended)[1] < 0.5
+    # Never more flags than confident learning alone on the same cross-validated probabilities.
+    alone = np.asarray(find_label_issues(data.labels, evidence.model_probs), dtype=bool)
+    assert len(result.flags) <= int(alone.sum())
+    assert len(result.flags) < int((y == 1).sum())
