@@ -6,7 +6,6 @@ import argparse
 import hashlib
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -200,10 +199,8 @@ def run_sanitize_command(args: argparse.Namespace) -> int:
     """Audit, optionally validate by retraining, then write clean data, quarantine and a signed manifest."""
     from bastion.atomic import atomic_write_text
     from bastion.data.audit.report import render_json
-    from bastion.data.lineage import dataset_digest, file_digest, lineage_record
-    from bastion.data.manifest import build_manifest
-    from bastion.data.sanitize import SanitizeOutputs, split_dataset, staged
-    from bastion.data.signing import load_private_key, sign_manifest
+    from bastion.data.sanitize import SanitizeOutputs, write_sanitized
+    from bastion.data.signing import load_private_key
 
     key = load_private_key(args.sign_key) if args.sign_key else None  # a bad key fails before the work
     defaults = SanitizeOutputs.beside(args.path)
@@ -231,30 +228,20 @@ def run_sanitize_command(args: argparse.Namespace) -> int:
         summary["written"] = False
         _emit_summary(args, summary, validation.verdict)
         return 1
-    removed = [r for r in result.rows if r.remove]
-    with staged() as staging:
-        split_dataset(args.path, removed, staging, outputs)
-    produced = {"clean": file_digest(outputs.clean), "quarantine": file_digest(outputs.quarantine)}
     consumed = {
         "data": audit_lineage["consumed"]["data"],
         "audit_report": "sha256:" + hashlib.sha256(report_text.encode("utf-8")).hexdigest(),
     }
-    parameters: dict[str, Any] = {"quarantined_rows": len(removed), **audit_lineage["parameters"]}
+    parameters: dict[str, Any] = dict(audit_lineage["parameters"])
     if validation is not None:
         parameters["validation"] = validation.to_json()
-    record = lineage_record("sanitize", consumed, produced, parameters)
-    manifest = replace(
-        build_manifest(outputs.clean, source=f"bastion data sanitize {args.path.name}"), lineage=(record,)
-    )
-    if key is not None:
-        manifest = sign_manifest(manifest, key)
-    atomic_write_text(outputs.manifest, manifest.to_json().decode("utf-8"))
+    manifest = write_sanitized(args.path, result, outputs, consumed=consumed, parameters=parameters, key=key)
     summary.update(
         written=True,
         clean=str(outputs.clean),
         quarantine=str(outputs.quarantine),
         manifest=str(outputs.manifest),
-        clean_digest=dataset_digest(outputs.clean),
+        clean_manifest_digest="manifest-sha256:" + manifest.digest(),
         signed=key is not None,
     )
     verdict = validation.verdict if validation is not None else "not validated (use --validate)"

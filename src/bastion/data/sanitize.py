@@ -16,13 +16,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from bastion.data.audit.run import RowReport
+from bastion.data.audit.run import AuditResult, RowReport
 from bastion.data.readers import csv_records, one_line_reason
 from bastion.errors import InputError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from bastion.data.manifest import Manifest
 
 QUARANTINE_COLUMNS = ("bastion_row", "bastion_channels", "bastion_score", "bastion_reason")
 
@@ -215,3 +220,39 @@ def split_dataset(path: Path, removed: list[RowReport], staging: Staging, output
         splitter(path, {r.row: r for r in removed}, staging, outputs)
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: cannot write the sanitized data: {one_line_reason(exc)}") from None
+
+
+def write_sanitized(
+    path: Path,
+    result: AuditResult,
+    outputs: SanitizeOutputs,
+    *,
+    consumed: dict[str, str],
+    parameters: dict[str, Any],
+    key: Ed25519PrivateKey | None = None,
+) -> Manifest:
+    """Split ``path`` by the audit's quarantine rows, then write the clean data's manifest with lineage.
+
+    The manifest carries one ``sanitize`` lineage record: what was consumed (the input's digest, the audit
+    report's digest), the digests of the clean and quarantine files produced, and ``parameters``. It is
+    signed when ``key`` is given.
+    """
+    from dataclasses import replace
+
+    from bastion.atomic import atomic_write_text
+    from bastion.data.lineage import file_digest, lineage_record
+    from bastion.data.manifest import build_manifest
+    from bastion.data.signing import sign_manifest
+
+    removed = [r for r in result.rows if r.remove]
+    with staged() as staging:
+        split_dataset(path, removed, staging, outputs)
+    produced = {"clean": file_digest(outputs.clean), "quarantine": file_digest(outputs.quarantine)}
+    record = lineage_record("sanitize", consumed, produced, {"quarantined_rows": len(removed), **parameters})
+    manifest = replace(
+        build_manifest(outputs.clean, source=f"bastion data sanitize {path.name}"), lineage=(record,)
+    )
+    if key is not None:
+        manifest = sign_manifest(manifest, key)
+    atomic_write_text(outputs.manifest, manifest.to_json().decode("utf-8"))
+    return manifest

@@ -11,6 +11,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from bastion.cli.main import main
+from bastion.data.manifest import load_manifest
 
 PATCH = [0, 1, 8, 9]
 
@@ -93,6 +94,8 @@ def test_sanitize_validate_writes_clean_data_quarantine_and_signed_manifest(
     assert set(record["produced"]) == {"clean", "quarantine"}
     assert record["parameters"]["validation"]["accepted"]
     assert "signature" in manifest
+    digest = load_manifest(tmp_path / "m.json").digest()
+    assert summary["clean_manifest_digest"] == f"manifest-sha256:{digest}"
     verify = ["data", "verify", str(out), "--manifest", str(tmp_path / "m.json")]
     assert main([*verify, "--public-key", str(tmp_path / "k.pub.pem")]) == 0
 
