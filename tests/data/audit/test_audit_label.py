@@ -9,8 +9,8 @@ from sklearn.datasets import load_digits, make_blobs
 from bastion.data.audit import rules
 from bastion.data.audit.base import LABEL, AuditData, AuditOptions
 from bastion.data.audit.label import (
-    _dominant_pair,
     class_recognition,
+    dominant_pair,
     label_evidence,
     out_of_sample_probabilities,
     run_label_channel,
@@ -148,11 +148,11 @@ def test_binary_pair_needs_a_recognised_given_class() -> None:
     # Two classes, so the flags fall in one of two pairs; a heavy one only means a targeted flip when the
     # model can tell the pair's given class apart at all.
     counts = {(1, 0): 40, (0, 1): 2}
-    assert _dominant_pair(counts, 2) == (1, 0)
-    assert _dominant_pair(counts, 2, np.array([0.9, 0.1])) is None
-    assert _dominant_pair(counts, 2, np.array([0.6, 0.8])) == (1, 0)
+    assert dominant_pair(counts, 2) == (1, 0)
+    assert dominant_pair(counts, 2, np.array([0.9, 0.1])) is None
+    assert dominant_pair(counts, 2, np.array([0.6, 0.8])) == (1, 0)
     # With more classes the gate does not apply.
-    assert _dominant_pair({(1, 0): 40, (0, 2): 2}, 3, np.array([0.9, 0.1, 0.9])) == (1, 0)
+    assert dominant_pair({(1, 0): 40, (0, 2): 2}, 3, np.array([0.9, 0.1, 0.9])) == (1, 0)
 
 
 def test_clean_binary_table_with_a_weak_minority_names_no_pair() -> None:

@@ -104,7 +104,7 @@ def _check_classes(data: AuditData) -> None:
         )
 
 
-def _fold_ids(labels: IntArray, folds: int, seed: int) -> IntArray:
+def fold_ids(labels: IntArray, folds: int, seed: int) -> IntArray:
     """Stratified fold numbers: each class is shuffled and dealt round-robin, so tiny classes never fail."""
     rng = np.random.default_rng(seed)
     ids = np.empty(labels.shape[0], dtype=np.int64)
@@ -118,7 +118,7 @@ def _fold_ids(labels: IntArray, folds: int, seed: int) -> IntArray:
     return ids
 
 
-def _effective_folds(labels: IntArray, folds: int) -> int:
+def effective_folds(labels: IntArray, folds: int) -> int:
     counts = np.bincount(labels)
     counts = counts[counts > 0]
     # Fewer folds when the data is small, never fewer than 2; classes smaller than the fold count still
@@ -191,8 +191,8 @@ def _model_probabilities(
     _check_classes(data)
     labels = data.labels
     n_classes = len(data.classes)
-    folds = _effective_folds(labels, options.folds)
-    ids = _fold_ids(labels, folds, options.seed)
+    folds = effective_folds(labels, options.folds)
+    ids = fold_ids(labels, folds, options.seed)
     probs = np.zeros((labels.shape[0], n_classes), dtype=np.float64)
     name = ""
     rng = np.random.default_rng(options.seed)
@@ -263,14 +263,14 @@ def _confident_learning(labels: IntArray, probs: FloatArray) -> BoolArray:
     return np.asarray(mask, dtype=bool)
 
 
-def _pair_counts(given: IntArray, suggested: IntArray) -> dict[tuple[int, int], int]:
+def pair_counts(given: IntArray, suggested: IntArray) -> dict[tuple[int, int], int]:
     counts: dict[tuple[int, int], int] = {}
     for g, s in zip(given.tolist(), suggested.tolist(), strict=True):
         counts[(g, s)] = counts.get((g, s), 0) + 1
     return counts
 
 
-def _dominant_pair(
+def dominant_pair(
     counts: dict[tuple[int, int], int], n_classes: int, recognised: FloatArray | None = None
 ) -> tuple[int, int] | None:
     """The (given, suggested) pair that holds most flags, when it dominates the rest.
@@ -328,7 +328,7 @@ def select_flags(labels: IntArray, evidence: LabelEvidence) -> tuple[BoolArray, 
     flagged &= others[rows, suggested] > given_p
     # The pair is read off confident learning on the blend: both views together name it more reliably.
     cl = _confident_learning(labels, blended)
-    pair = _dominant_pair(_pair_counts(labels[cl], suggested[cl]), blended.shape[1], recognised)
+    pair = dominant_pair(pair_counts(labels[cl], suggested[cl]), blended.shape[1], recognised)
     if pair is not None:
         g, s = pair
         in_pair = (labels == g) & (suggested == s) & (blended[:, s] >= PAIR_SUGGEST_MIN)

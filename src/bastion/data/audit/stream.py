@@ -421,8 +421,8 @@ def _submit_folds(
     x: FloatArray, labels: IntArray, n_classes: int, options: AuditOptions, backend: _Backend
 ) -> Callable[[], FloatArray]:
     """Start the K-fold fits on the backend; the returned call collects the out-of-sample probabilities."""
-    folds = label_channel._effective_folds(labels, options.folds)
-    ids = label_channel._fold_ids(labels, folds, options.seed)
+    folds = label_channel.effective_folds(labels, options.folds)
+    ids = label_channel.fold_ids(labels, folds, options.seed)
     probs = np.zeros((labels.shape[0], n_classes), dtype=np.float64)
     handles: list[tuple[BoolArray, Any]] = []
     for fold in range(folds):
@@ -470,7 +470,10 @@ def label_decisions(
     confident = np.where(probs >= thresholds[None, :], probs, -1.0)
     confident[rows, labels] = -1.0
     cl = (given < thresholds[labels]) & (confident.max(axis=1) >= 0.0)
-    flagged = (cl & (given < AGREE_GIVEN_MAX)) | (given < label_channel.STRONG_GIVEN_MAX)
+    # As in memory: the overwhelming-evidence rule only for classes the model recognises (the per-class
+    # threshold is the mean probability a class's rows get of it), else a weak minority is all flagged.
+    recognised = thresholds[labels] >= label_channel.PAIR_GIVEN_RECOGNISED
+    flagged = (cl & (given < AGREE_GIVEN_MAX)) | ((given < label_channel.STRONG_GIVEN_MAX) & recognised)
     if pair is not None:
         g, s = pair
         flagged |= (labels == g) & (suggested == s) & (probs[:, s] >= label_channel.PAIR_SUGGEST_MIN)
@@ -530,8 +533,8 @@ def _fit_state(
         counts = np.bincount(y[train], minlength=n_classes)
         judged = counts >= MIN_CLASS_SAMPLE
         _, cl, suggested = label_decisions(oos, y[train], thresholds, None)
-        pair = label_channel._dominant_pair(
-            label_channel._pair_counts(y[train][cl], suggested[cl]), n_classes
+        pair = label_channel.dominant_pair(
+            label_channel.pair_counts(y[train][cl], suggested[cl]), n_classes, thresholds
         )
         state = _replace(
             state,
@@ -542,7 +545,7 @@ def _fit_state(
             sample_probs=oos,
             pair=pair,
         )
-        info["label_folds"] = int(label_channel._effective_folds(y[train], options.folds))
+        info["label_folds"] = int(label_channel.effective_folds(y[train], options.folds))
         info["thresholds"] = {classes[c]: round(float(t), 4) for c, t in enumerate(thresholds)}
         info["unjudged_classes"] = [classes[c] for c in np.flatnonzero(~judged).tolist()]
     if OUTLIER in options.channels and state.outlier_model is None:
