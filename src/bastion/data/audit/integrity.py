@@ -18,6 +18,7 @@ import pandas as pd
 
 from bastion.data.audit import rules
 from bastion.data.audit.base import INTEGRITY, LABEL, AuditData, AuditOptions, ChannelResult, RowFlag
+from bastion.data.audit.drift import ColumnDrift
 from bastion.findings import Finding, Location, Severity
 from bastion.rules import get_rule
 
@@ -273,7 +274,13 @@ def _drift(data: AuditData, reference: AuditData) -> tuple[list[Finding], dict[s
 
     ref_frame, frame = _drift_frames(data, reference)
     schema = schema_changes([str(c) for c in ref_frame.columns], [str(c) for c in frame.columns])
-    report = drift_report(ref_frame, frame)
+    return drift_findings(data.path, reference.path, drift_report(ref_frame, frame), schema)
+
+
+def drift_findings(
+    path: str, reference: str | None, report: list[ColumnDrift], schema: dict[str, list[str]]
+) -> tuple[list[Finding], dict[str, Any]]:
+    """BST-DATA-007 findings and the JSON summary for a drift report; shared with the streaming audit."""
     drifted = [d for d in report if d.drifted]
     findings: list[Finding] = []
     severity = _severity(rules.DRIFT)
@@ -286,7 +293,7 @@ def _drift(data: AuditData, reference: AuditData) -> tuple[list[Finding], dict[s
                 rules.DRIFT,
                 severity,
                 f"column '{item.column}' moved away from the reference: {item.reason}",
-                Location(data.path, (f"column:{item.column}",)),
+                Location(path, (f"column:{item.column}",)),
                 evidence,
             )
         )
@@ -297,7 +304,7 @@ def _drift(data: AuditData, reference: AuditData) -> tuple[list[Finding], dict[s
                 rules.DRIFT,
                 severity,
                 f"{len(rest)} more columns moved away from the reference (e.g. {', '.join(rest[:EXAMPLES])})",
-                Location(data.path),
+                Location(path),
                 {"columns": len(rest)},
             )
         )
@@ -312,12 +319,12 @@ def _drift(data: AuditData, reference: AuditData) -> tuple[list[Finding], dict[s
                 rules.DRIFT,
                 severity,
                 "the columns differ from the reference (" + "; ".join(parts) + ")",
-                Location(data.path),
+                Location(path),
                 {"missing": len(schema["missing"]), "added": len(schema["added"])},
             )
         )
     summary = {
-        "reference": reference.path,
+        "reference": reference,
         "columns": len(report),
         "drifted": [d.column for d in drifted],
         "moderate": [d.column for d in report if d.level == "moderate"],

@@ -803,45 +803,14 @@ def _severity(code: str) -> Severity:
 def _drift_channel(
     path: Path, state: ChunkState, counts: dict[str, FloatArray], current: list[str], info: dict[str, Any]
 ) -> tuple[list[Finding], dict[str, Any]]:
-    """Drift findings from the summed chunk counts, as the in-memory integrity channel words them."""
+    """Drift findings from the summed chunk counts, worded by the in-memory integrity channel."""
     from bastion.data.audit.drift import compare, schema_changes
+    from bastion.data.audit.integrity import drift_findings
 
     assert state.profiles is not None
     schema = schema_changes(list(state.profiles), current)
     report = [compare(state.profiles[c], counts[c]) for c in state.profiles if c in counts]
-    drifted = [d for d in report if d.drifted]
-    severity = _severity(rules.DRIFT)
-    findings = [
-        Finding.make(
-            rules.DRIFT,
-            severity,
-            f"column '{d.column}' moved away from the reference: {d.reason}",
-            Location(str(path), (f"column:{d.column}",)),
-            {k: v for k, v in d.to_json().items() if v is not None and k not in ("column", "reason")},
-        )
-        for d in sorted(drifted, key=lambda d: -(d.psi or 0.0) - (d.js or 0.0))
-    ]
-    if schema["missing"] or schema["added"]:
-        findings.append(
-            Finding.make(
-                rules.DRIFT,
-                severity,
-                f"the columns differ from the reference (missing here: {len(schema['missing'])}, "
-                f"not in the reference: {len(schema['added'])})",
-                Location(str(path)),
-                {"missing": len(schema["missing"]), "added": len(schema["added"])},
-            )
-        )
-    summary = {
-        "reference": info.get("reference"),
-        "columns": len(report),
-        "drifted": [d.column for d in drifted],
-        "moderate": [d.column for d in report if d.level == "moderate"],
-        "skipped": [d.column for d in report if d.level == "skipped"],
-        "schema": schema,
-        "per_column": [d.to_json() for d in report],
-    }
-    return findings, summary
+    return drift_findings(str(path), info.get("reference"), report, schema)
 
 
 def _label_result(
