@@ -129,6 +129,8 @@ def _audit(args: argparse.Namespace) -> tuple[AuditResult, AuditData | None, dic
     if not path.exists():
         raise InputError(f"{path}: no such file")
     streaming = args.stream or should_stream(path)
+    if streaming and args.text_column is not None:
+        raise UsageError("--text-column: text is embedded in memory; the streaming audit reads tables only")
     options = _options(args, streaming)
     consumed: dict[str, str] = {}
     data: AuditData | None = None
@@ -174,7 +176,10 @@ def _write(path: Path | None, text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
-        atomic_write_text(path, text)
+        try:
+            atomic_write_text(path, text)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot write the report ({exc.strerror or exc})") from None
 
 
 def run_audit_command(args: argparse.Namespace) -> int:

@@ -161,3 +161,25 @@ def test_markdown_and_table_formats(
     out = capsys.readouterr().out
     assert "BST-DATA-001" in out
     assert "ROW SCORE CHANNELS SUGGEST REASON" in " ".join(out.split())
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--output", "missing-dir/r.json"], "cannot write the report"),
+        (["--stream", "--text-column", "x"], "--text-column: text is embedded in memory"),
+        (["--channels", "label,nope"], "unknown channel 'nope'"),
+    ],
+)
+def test_usage_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    data = tmp_path / "d.csv"
+    data.write_text("x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(40)))
+    extra = [str(tmp_path / e) if e.startswith("missing-dir") else e for e in extra]
+    capsys.readouterr()
+    assert main(["data", "audit", str(data), "--label", "y", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert len(err.splitlines()) == 1
+    _no_outputs_besides(tmp_path, "d.csv")
