@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bastion.data.audit import rules
-from bastion.data.audit.backdoor import TriggerPattern, attack_success_rate, run_backdoor_channel
+from bastion.data.audit.backdoor import TriggerPattern, _decider, attack_success_rate, run_backdoor_channel
 from bastion.data.audit.base import BACKDOOR, AuditData, AuditOptions, FloatArray, IntArray
 from bastion.data.audit.representation import penultimate, train_mlp
 
@@ -156,3 +156,34 @@ def test_penultimate_matches_the_fitted_network(digits: tuple[FloatArray, IntArr
     assert hidden.shape == (5, 64)
     logits = hidden @ model.coefs_[-1] + model.intercepts_[-1]
     assert np.array_equal(np.argmax(logits, axis=1), model.predict(features[:5]))
+
+
+def _imbalanced(seed: int) -> tuple[FloatArray, IntArray]:
+    # 6% minority, weakly separated on one feature: the model answers the majority for nearly every row.
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(2000) < 0.06).astype(np.int64)
+    features = rng.normal(size=(2000, 10))
+    features[labels == 1, 0] += 0.5
+    return features, labels
+
+
+def test_score_mode_gives_the_minority_rows_back_to_the_probe() -> None:
+    features, labels = _imbalanced(0)
+    data = AuditData("x.csv", "tabular", features, labels, ["a", "b"], [f"f{i}" for i in range(10)])
+    model = train_mlp(features[:1500], labels[:1500], seed=0)
+    held_out = np.arange(1500, 2000, dtype=np.int64)
+    pattern = TriggerPattern(0, "a", (9,), ("f9",), (3.0,), (0.1,))
+    minority = held_out[labels[held_out] == 1]
+    plain = _decider(model, data, pattern, held_out, by_score=False)(features[minority])
+    scored = _decider(model, data, pattern, held_out, by_score=True)(features[minority])
+    # The threshold is the median log-odds of the held-out majority rows: about half of them fall below it,
+    # and the weakly separated minority rows fall below it more often than not.
+    assert int(np.sum(scored == 1)) > max(int(np.sum(plain == 1)), len(minority) // 2)
+
+
+def test_clean_imbalanced_table_confirms_no_backdoor() -> None:
+    features, labels = _imbalanced(1)
+    data = AuditData("x.csv", "tabular", features, labels, ["a", "b"], [f"f{i}" for i in range(10)])
+    result = run_backdoor_channel(data, AuditOptions(seed=0))
+    assert result.flags == []
+    assert result.findings == []

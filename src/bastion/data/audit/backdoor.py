@@ -82,6 +82,12 @@ CARRY_SHARE = 0.75
 FLIP_MIN = 0.5
 FLIP_MARGIN = 0.3
 CONTROL_DRAWS = 5
+# When the target is the majority class, the model answers the other classes for almost no held-out row,
+# so there is nothing to flip. When the plain probe is not confirmed with fewer than MIN_PROBED such rows,
+# it is run again (control, unstamped check and ablation included) deciding on the target's log-odds: a
+# row counts as the target when its log-odds reach the median of the held-out target rows, a threshold
+# taken from the data (no assumed rate) that gives the other classes back their rows.
+MIN_PROBED = 20
 # A trigger rides on rows that are otherwise other classes: with the pattern replaced by ordinary values,
 # at least this share of the carriers must be predicted as another class. A natural sub-population (the
 # largest tumours of the malignant class) keeps its class without the pattern and is not a backdoor.
@@ -210,6 +216,7 @@ class _Probe:
     flip_rate: float
     control_rate: float
     probed_rows: int
+    by_score: bool  # decisions were made on the target's log-odds (see MIN_PROBED)
     unstamped_other: float  # share of carriers the model puts in another class once the pattern is removed
     ablated_rate: float = 1.0  # flip rate of a model retrained without the carriers (1.0 = not yet run)
 
@@ -422,20 +429,63 @@ def _at_most(rng: np.random.Generator, rows: IntArray) -> IntArray:
     return np.sort(rng.choice(rows, SHARE_SAMPLE, replace=False))
 
 
+def _decider(
+    model: Any, data: AuditData, pattern: TriggerPattern, probe_rows: IntArray, by_score: bool
+) -> Callable[[FloatArray], IntArray]:
+    """The model's answers: plain argmax, or (``by_score``) the target wherever its log-odds reach the
+    median log-odds of the held-out target rows that do not carry the pattern (else the likeliest other).
+    """
+    if not by_score:
+        return lambda x: np.asarray(model.predict(x))
+    classes = np.asarray(model.classes_)
+    at = int(np.flatnonzero(classes == pattern.target)[0]) if (classes == pattern.target).any() else -1
+    own = probe_rows[data.labels[probe_rows] == pattern.target]
+    own = own[pattern.match_share(data.features[own]) < CARRY_SHARE]
+    if at < 0 or len(own) == 0:
+        return lambda x: np.asarray(model.predict(x))
+
+    def log_odds(x: FloatArray) -> FloatArray:
+        proba = np.clip(np.asarray(model.predict_proba(x), dtype=np.float64), 1e-12, 1.0)
+        return np.asarray(np.log(proba[:, at]) - np.log(np.clip(1.0 - proba[:, at], 1e-12, 1.0)))
+
+    threshold = float(np.median(log_odds(data.features[own])))
+
+    def decide(x: FloatArray) -> IntArray:
+        proba = np.asarray(model.predict_proba(x), dtype=np.float64)
+        rest = proba.copy()
+        rest[:, at] = -1.0
+        answer = classes[np.argmax(rest, axis=1)]
+        return np.asarray(np.where(log_odds(x) >= threshold, pattern.target, answer))
+
+    return decide
+
+
 def _probe(
-    model: Any, data: AuditData, pattern: TriggerPattern, probe_rows: IntArray, seed: int
+    model: Any,
+    data: AuditData,
+    pattern: TriggerPattern,
+    probe_rows: IntArray,
+    seed: int,
+    by_score: bool,
 ) -> tuple[float, float, int]:
     """Flip rate of the stamped held-out rows of other classes, the control's flip rate, rows probed."""
     x = data.features[probe_rows]
     y = data.labels[probe_rows]
     keep = (y != pattern.target) & (pattern.match_share(x) < CARRY_SHARE)
     x, y = x[keep], y[keep]
+    two_valued = np.array([len(np.unique(data.features[:, c])) <= 2 for c in range(data.features.shape[1])])
+    if by_score and two_valued[list(pattern.features)].any():
+        # On lending_club a saturated model sends rows to the majority for any rare one-hot value and a
+        # retrain without the carriers never sees the value at all, so neither the control nor the ablation
+        # can tell a one-hot trigger from a rare category: such patterns are not confirmed in score mode.
+        return 0.0, 0.0, 0
+    predict = _decider(model, data, pattern, probe_rows, by_score)
     if len(y):
-        correct = np.asarray(model.predict(x)) == y
+        correct = predict(x) == y
         x = x[correct]
     if len(x) == 0:
         return 0.0, 0.0, 0
-    flip = float(np.mean(np.asarray(model.predict(pattern.stamp(x))) == pattern.target))
+    flip = float(np.mean(predict(pattern.stamp(x)) == pattern.target))
     rng = np.random.default_rng(seed)
     pool = np.setdiff1d(np.arange(data.features.shape[1]), np.asarray(pattern.features))
     # The control is an equally unusual stamp elsewhere: each random feature is set to the value at the
@@ -448,15 +498,41 @@ def _probe(
         if pool.size < len(pattern.features):
             break
         cols = rng.choice(pool, len(pattern.features), replace=False)
+        if by_score:
+            # A saturated model answers the majority for any rare one-hot value, so in score mode each
+            # control column is of the same kind (two-valued or not) as the pattern column it stands for.
+            cols = _matched_columns(rng, pool, two_valued, pattern.features, cols)
         values = tuple(float(np.quantile(sample[:, c], q)) for c, q in zip(cols, ranks, strict=True))
         shifted = TriggerPattern(pattern.target, pattern.target_name, tuple(int(c) for c in cols), (), values)
-        controls.append(float(np.mean(np.asarray(model.predict(shifted.stamp(x))) == pattern.target)))
+        controls.append(float(np.mean(predict(shifted.stamp(x)) == pattern.target)))
     control = float(np.mean(controls)) if controls else 0.0
     return flip, control, len(x)
 
 
+def _matched_columns(
+    rng: np.random.Generator,
+    pool: IntArray,
+    two_valued: BoolArray,
+    features: tuple[int, ...],
+    fallback: IntArray,
+) -> IntArray:
+    """Distinct random columns from ``pool``, each of the same kind as the matching pattern feature."""
+    chosen: list[int] = []
+    for f in features:
+        options = np.setdiff1d(pool[two_valued[pool] == two_valued[f]], np.asarray(chosen, dtype=np.int64))
+        if options.size == 0:
+            return fallback
+        chosen.append(int(rng.choice(options)))
+    return np.asarray(chosen, dtype=np.int64)
+
+
 def _ablated_flip(
-    data: AuditData, pattern: TriggerPattern, fit_rows: IntArray, probe_rows: IntArray, seed: int
+    data: AuditData,
+    pattern: TriggerPattern,
+    fit_rows: IntArray,
+    probe_rows: IntArray,
+    seed: int,
+    by_score: bool,
 ) -> float:
     """The probe's flip rate for a model retrained without every row that carries the pattern."""
     carrying = pattern.match_share(data.features[fit_rows]) >= CARRY_SHARE
@@ -464,7 +540,8 @@ def _ablated_flip(
     if len(np.unique(data.labels[kept])) < 2:
         return 0.0
     model = train_mlp(data.features[kept], data.labels[kept], seed)
-    flip, _, _ = _probe(model, data, pattern, probe_rows, seed)
+    # The same decision rule as the probe it is compared with, on the retrained model's own scores.
+    flip, _, _ = _probe(model, data, pattern, probe_rows, seed, by_score)
     return flip
 
 
@@ -573,7 +650,11 @@ def _random_mask(rng: np.random.Generator, n: int, size: int) -> BoolArray:
 
 
 def _unstamped_suggestions(
-    model: Any, data: AuditData, pattern: TriggerPattern, rows: IntArray, carriers: BoolArray
+    predict: Callable[[FloatArray], IntArray],
+    data: AuditData,
+    pattern: TriggerPattern,
+    rows: IntArray,
+    carriers: BoolArray,
 ) -> list[str | None]:
     """What the model says for each row once the pattern's features hold the non-carriers' median."""
     if len(rows) == 0:
@@ -582,7 +663,7 @@ def _unstamped_suggestions(
     neutral = np.median(others[:, list(pattern.features)], axis=0)
     x = np.array(data.features[rows], dtype=np.float64, copy=True)
     x[:, list(pattern.features)] = neutral
-    predicted = np.asarray(model.predict(x))
+    predicted = predict(x)
     return [data.label_name(int(p)) if int(p) != pattern.target else None for p in predicted]
 
 
@@ -627,14 +708,10 @@ def _run(data: AuditData, options: AuditOptions) -> ChannelResult:
         for cand in s.patterns:
             if cand.separation_z < SEPARATION_MIN:
                 continue
-            flip, control, probed = _probe(model, data, cand.pattern, probe_rows, options.seed)
-            carriers = np.zeros(data.n_rows, dtype=bool)
-            carriers[cand.carriers] = True
-            suggestions = _unstamped_suggestions(model, data, cand.pattern, cand.carriers, carriers)
-            other = float(np.mean([x is not None for x in suggestions]))
-            probe = _Probe(cand.pattern, cand.carriers, flip, control, probed, other)
-            if probe.flips and probe.unstamped_other >= UNSTAMPED_MIN:
-                probe.ablated_rate = _ablated_flip(data, cand.pattern, fit_rows, probe_rows, options.seed)
+            probe = _assess(model, data, cand, fit_rows, probe_rows, options.seed, False)
+            if not probe.confirmed and probe.probed_rows < MIN_PROBED:
+                probe = _assess(model, data, cand, fit_rows, probe_rows, options.seed, True)
+            flip, control = probe.flip_rate, probe.control_rate
             best = probes.get(s.code)
             if best is None or (probe.confirmed, flip - control) > (
                 best.confirmed,
@@ -643,12 +720,37 @@ def _run(data: AuditData, options: AuditOptions) -> ChannelResult:
                 probes[s.code] = probe
     confirmed = [p for p in probes.values() if p.confirmed]
     for probe in confirmed:
-        _flag(result, model, data, probe)
+        _flag(result, _decider(model, data, probe.pattern, probe_rows, probe.by_score), data, probe)
     result.summary = _summary(data, stats, probes, fit_rows, probe_rows)
     return result
 
 
-def _flag(result: ChannelResult, model: Any, data: AuditData, probe: _Probe) -> None:
+def _assess(
+    model: Any,
+    data: AuditData,
+    cand: _Candidate,
+    fit_rows: IntArray,
+    probe_rows: IntArray,
+    seed: int,
+    by_score: bool,
+) -> _Probe:
+    """Probe, unstamped check and (when both pass) ablation of one candidate under one decision rule."""
+    flip, control, probed = _probe(model, data, cand.pattern, probe_rows, seed, by_score)
+    carriers = np.zeros(data.n_rows, dtype=bool)
+    carriers[cand.carriers] = True
+    # Without the pattern, the carriers are judged by the same decision rule as the probe.
+    predict = _decider(model, data, cand.pattern, probe_rows, by_score)
+    suggestions = _unstamped_suggestions(predict, data, cand.pattern, cand.carriers, carriers)
+    other = float(np.mean([x is not None for x in suggestions]))
+    probe = _Probe(cand.pattern, cand.carriers, flip, control, probed, by_score, other)
+    if probe.flips and probe.unstamped_other >= UNSTAMPED_MIN:
+        probe.ablated_rate = _ablated_flip(data, cand.pattern, fit_rows, probe_rows, seed, by_score)
+    return probe
+
+
+def _flag(
+    result: ChannelResult, predict: Callable[[FloatArray], IntArray], data: AuditData, probe: _Probe
+) -> None:
     """Flag the pattern's carriers in any class, and cluster members that carry most of it."""
     pattern = probe.pattern
     share = pattern.match_share(data.features)
@@ -657,7 +759,7 @@ def _flag(result: ChannelResult, model: Any, data: AuditData, probe: _Probe) -> 
     in_cluster[probe.cluster] = True
     flagged = carriers | (in_cluster & (share >= 0.5))
     rows = np.flatnonzero(flagged).astype(np.int64)
-    suggestions = _unstamped_suggestions(model, data, pattern, rows, carriers)
+    suggestions = _unstamped_suggestions(predict, data, pattern, rows, carriers)
     flip = round(100 * probe.flip_rate)
     what = f"the pattern that flips {flip}% of held-out rows to class '{pattern.target_name}'"
     for row, suggestion in zip(rows, suggestions, strict=True):
@@ -726,6 +828,7 @@ def _summary(
                     "flip_rate": round(probe.flip_rate, 4),
                     "control_rate": round(probe.control_rate, 4),
                     "probed_rows": probe.probed_rows,
+                    "by_score": probe.by_score,
                     "unstamped_other_class": round(probe.unstamped_other, 4),
                     "ablated_flip_rate": round(probe.ablated_rate, 4),
                     "confirmed": probe.confirmed,
