@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 DEMO_DIR := build/demo
+GOV := $(DEMO_DIR)/governance
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench clean services
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -19,6 +20,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 # shows the findings table, then writes SARIF; then it poisons a digits CSV through one feed, audits it,
 # and sanitizes it with validation against a clean holdout. The scan exits 1 because the samples are
 # malicious, and audits exit 1 when they find a backdoor: make ignores those (the `-` prefix).
+# Every demo command records its events in one store inside the demo folder, not in the user's store.
+demo: export BASTION_DATABASE_URL = sqlite:///$(abspath $(DEMO_DIR))/bastion.db
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
 	$(BIN)/python benchmarks/corpus.py $(DEMO_DIR)/samples --demo
@@ -39,6 +42,28 @@ demo: $(STAMP)
 		--validate --holdout $(DEMO_DIR)/data/holdout.csv --sign-key $(DEMO_DIR)/data/demo-key.pem
 	$(BIN)/bastion data verify $(DEMO_DIR)/data/train.clean.csv --manifest $(DEMO_DIR)/data/train.clean.manifest.json \
 		--public-key $(DEMO_DIR)/data/demo-key.pub.pem
+	@echo
+	@echo "== Governance: register, sign, approve, gate; then tamper, verify, gate again, revoke =="
+	$(BIN)/python benchmarks/demo_model.py $(GOV)/model --data $(DEMO_DIR)/data/train.clean.csv
+	$(BIN)/bastion registry keygen $(GOV)/release.pem
+	$(BIN)/python benchmarks/demo_model.py $(GOV)/model --public-key $(GOV)/release.pub.pem --policy $(GOV)/policy.yaml
+	$(BIN)/bastion registry add digits-mlp $(GOV)/model --data $(DEMO_DIR)/data/train.clean.manifest.json \
+		--meta license=Apache-2.0 --meta "intended_use=demo: handwritten digit recognition" --actor data-scientist
+	$(BIN)/bastion registry sign digits-mlp@1 --key $(GOV)/release.pem --actor release-bot > /dev/null
+	$(BIN)/bastion registry approve digits-mlp@1 --reason "reviewed the audit and the scan" --actor reviewer > /dev/null
+	$(BIN)/bastion gate digits-mlp@1 --policy $(GOV)/policy.yaml
+	$(BIN)/bastion registry alias digits-mlp@1 production --reason "first release" --actor reviewer > /dev/null
+	$(BIN)/bastion gate digits-mlp@1 --policy $(GOV)/policy.yaml --format sarif --output $(GOV)/gate.sarif
+	$(BIN)/python benchmarks/demo_model.py $(GOV)/model --tamper
+	-$(BIN)/bastion verify digits-mlp@production
+	-$(BIN)/bastion gate digits-mlp@1 --policy $(GOV)/policy.yaml
+	$(BIN)/bastion registry revoke digits-mlp@1 --reason "weights changed after signing" --actor security > /dev/null
+	$(BIN)/bastion registry history digits-mlp
+	$(BIN)/bastion events verify
+	$(BIN)/bastion card digits-mlp@1 --format huggingface --output $(GOV)/README.md
+	$(BIN)/bastion bom --output $(GOV)/aibom.cdx.json
+	$(BIN)/bastion compliance report --format markdown --output $(GOV)/compliance.md
+	@echo "Model card, CycloneDX AI-BOM and compliance report written to $(GOV)/"
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
@@ -47,8 +72,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
-	$(BIN)/python -m pytest -n auto -q
+# The store's tests start their own PostgreSQL servers (on loopback, in temporary folders) from Debian's
+# binaries; this installs them when the machine lacks them. BASTION_REQUIRE_POSTGRES makes a missing
+# server a failure rather than a skip.
+services:
+	@if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
+		echo "installing PostgreSQL from Debian's packages"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	fi
+
+unit: $(STAMP) services
+	BASTION_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest -n auto -q
 
 test: lint typecheck unit
 

@@ -20,6 +20,16 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
 
 
+def add_event_options(parser: argparse.ArgumentParser) -> None:
+    """``--db`` and ``--actor``: where the command's event goes and who it names."""
+    parser.add_argument(
+        "--db", metavar="URL", help="event store (default: BASTION_DATABASE_URL or the user store)"
+    )
+    parser.add_argument(
+        "--actor", metavar="NAME", help="who is acting (default: BASTION_ACTOR or login name)"
+    )
+
+
 def severity_arg(text: str) -> Severity:
     """argparse type for ``--fail-on``."""
     try:

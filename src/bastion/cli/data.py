@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bastion.cli import data_audit
-from bastion.cli.common import note
+from bastion.cli.common import add_event_options, note
+from bastion.cli.registry import record_event
 from bastion.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ def add_parser(sub: Any) -> None:
     fp.add_argument("--output", "-o", type=Path, metavar="MANIFEST", help="write here (default: stdout)")
     fp.add_argument("--source", default="", metavar="TEXT", help="where the data came from (recorded)")
     fp.add_argument("--sign-key", type=Path, metavar="KEY.pem", help="sign with this Ed25519 private key")
+    add_event_options(fp)
     fp.set_defaults(handler=run_fingerprint)
 
     ver = commands.add_parser("verify", help="compare data with a manifest")
@@ -97,6 +99,20 @@ def run_fingerprint(args: argparse.Namespace) -> int:
             raise InputError(f"{args.output}: cannot write the manifest ({exc.strerror or exc})") from None
     rows = sum(f.row_count or 0 for f in manifest.files)
     signed = ", signed" if key is not None else ""
+    record_event(
+        args,
+        "data.fingerprinted",
+        "merkle-sha256:" + manifest.root,
+        {
+            "path": str(args.path),
+            "manifest_digest": "manifest-sha256:" + manifest.digest(),
+            "manifest": None if args.output is None else str(args.output),
+            "source": manifest.source,
+            "files": len(manifest.files),
+            "rows": rows,
+            "signed": key is not None,
+        },
+    )
     note(f"fingerprinted {len(manifest.files)} file(s), {rows} row(s){signed}; root {manifest.root}")
     return 0
 

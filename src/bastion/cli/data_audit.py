@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bastion.cli.common import count_arg, note, severity_arg
+from bastion.cli.common import add_event_options, count_arg, note, severity_arg
+from bastion.cli.registry import record_event
 from bastion.errors import InputError, UsageError
 from bastion.findings import Severity
 
@@ -79,6 +80,7 @@ def add_commands(commands: Any) -> None:
         metavar="SEVERITY",
         help="exit 1 when a finding is at least this severe (default high)",
     )
+    add_event_options(audit)
     audit.set_defaults(handler=run_audit_command)
 
     san = commands.add_parser("sanitize", help="quarantine flagged rows, write clean data and a manifest")
@@ -99,6 +101,7 @@ def add_commands(commands: Any) -> None:
         "--tolerance", type=float, default=1.0, metavar="POINTS", help="allowed accuracy drop (default 1)"
     )
     san.add_argument("--format", choices=("table", "json"), default="table", help="summary format")
+    add_event_options(san)
     san.set_defaults(handler=run_sanitize_command)
 
 
@@ -122,7 +125,7 @@ def _audit(args: argparse.Namespace) -> tuple[AuditResult, AuditData | None, dic
     """Load or stream the data, run the channels, and build the audit's lineage record."""
     from bastion.data.audit.load import load_companion, load_dataset, should_stream
     from bastion.data.audit.run import run_audit
-    from bastion.data.lineage import dataset_digest, file_digest, lineage_record
+    from bastion.data.lineage import dataset_digest, dataset_identity, file_digest, lineage_record
 
     _require_audit_extra()
     path: Path = args.path
@@ -162,7 +165,7 @@ def _audit(args: argparse.Namespace) -> tuple[AuditResult, AuditData | None, dic
                 text_column=args.text_column,
             )
         result = run_audit(data, options, reference)
-        consumed["data"] = dataset_digest(path)
+        consumed.update(dataset_identity(path))
     if args.reference is not None:
         consumed["reference"] = dataset_digest(args.reference)
     parameters = {"label": args.label, "channels": list(options.channels), "seed": args.seed}
@@ -182,6 +185,26 @@ def _write(path: Path | None, text: str) -> None:
             raise InputError(f"{path}: cannot write the report ({exc.strerror or exc})") from None
 
 
+def _data_subject(lineage: dict[str, Any]) -> str:
+    consumed = lineage["consumed"]
+    return str(consumed.get("data_root") or consumed["data"])
+
+
+def _audit_payload(args: argparse.Namespace, result: AuditResult, lineage: dict[str, Any]) -> dict[str, Any]:
+    severities: dict[str, int] = {}
+    for finding in result.findings:
+        severities[finding.severity.label] = severities.get(finding.severity.label, 0) + 1
+    return {
+        "path": str(args.path),
+        "data": lineage["consumed"]["data"],
+        "rows": result.n_rows,
+        "flagged": len(result.rows),
+        "quarantine": len(result.removed_rows),
+        "findings": severities,
+        "channels": list(lineage["parameters"]["channels"]),
+    }
+
+
 def run_audit_command(args: argparse.Namespace) -> int:
     """Audit the data and report every flagged row; exit 1 when a finding reaches --fail-on."""
     from bastion.data.audit.report import RENDERERS
@@ -193,6 +216,7 @@ def run_audit_command(args: argparse.Namespace) -> int:
         RENDERERS[args.format](result, label=args.label, lineage=lineage, ignored_columns=ignored),
     )
     worst = max((f.severity for f in result.findings), default=None)
+    record_event(args, "data.audited", _data_subject(lineage), _audit_payload(args, result, lineage))
     note(
         f"audited {result.n_rows} rows in {result.duration_s:.1f}s: {len(result.rows)} flagged, "
         f"{len(result.removed_rows)} to quarantine"
@@ -231,10 +255,16 @@ def run_sanitize_command(args: argparse.Namespace) -> int:
     }
     if validation is not None and not validation.accepted:
         summary["written"] = False
+        record_event(
+            args,
+            "data.sanitize_rejected",
+            _data_subject(audit_lineage),
+            {**_audit_payload(args, result, audit_lineage), "validation": validation.to_json()},
+        )
         _emit_summary(args, summary, validation.verdict)
         return 1
     consumed = {
-        "data": audit_lineage["consumed"]["data"],
+        **audit_lineage["consumed"],
         "audit_report": "sha256:" + hashlib.sha256(report_text.encode("utf-8")).hexdigest(),
     }
     parameters: dict[str, Any] = dict(audit_lineage["parameters"])
@@ -250,6 +280,18 @@ def run_sanitize_command(args: argparse.Namespace) -> int:
         signed=key is not None,
     )
     verdict = validation.verdict if validation is not None else "not validated (use --validate)"
+    record_event(
+        args,
+        "data.sanitized",
+        _data_subject(audit_lineage),
+        {
+            **_audit_payload(args, result, audit_lineage),
+            "clean_manifest_digest": summary["clean_manifest_digest"],
+            "clean": summary["clean"],
+            "quarantine_file": summary["quarantine"],
+            "validation": summary["validation"],
+        },
+    )
     _emit_summary(args, summary, verdict)
     return 0
 

@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Callable
 
 from bastion import __version__
-from bastion.cli import convert, data, load, rules, scan
+from bastion.cli import convert, data, events, gate, load, registry, rules, scan, transparency
 from bastion.cli.common import Parser
 from bastion.errors import BastionError
 
@@ -25,7 +25,7 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"bastion {__version__}")
     parser.add_argument("--debug", action="store_true", help="log debug details and show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
-    for group in (scan, rules, load, convert, data):
+    for group in (scan, rules, load, convert, data, registry, events, gate, transparency):
         group.add_parser(sub)
     return parser
 

@@ -24,6 +24,25 @@ def dataset_digest(path: Path) -> str:
     return "manifest-sha256:" + build_manifest(path).digest()
 
 
+def data_root(path: Path) -> str:
+    """The Merkle root of a data file or directory's content: equal for equal data, whenever fingerprinted.
+
+    A manifest digest also covers when and from where the data was fingerprinted, so two fingerprints of
+    the same bytes differ; the root is what a later step (the registry) matches reports to manifests by.
+    """
+    from bastion.data.manifest import build_manifest
+
+    return "merkle-sha256:" + build_manifest(path).root
+
+
+def dataset_identity(path: Path) -> dict[str, str]:
+    """Both names of a dataset from one fingerprint: ``data`` (manifest digest) and ``data_root``."""
+    from bastion.data.manifest import build_manifest
+
+    manifest = build_manifest(path)
+    return {"data": "manifest-sha256:" + manifest.digest(), "data_root": "merkle-sha256:" + manifest.root}
+
+
 def file_digest(path: Path) -> str:
     """``sha256:`` plus the hex digest of a file's bytes."""
     from bastion.data.manifest import file_sha256

@@ -1,0 +1,1 @@
+"""Alembic migration scripts of the store (run in-process by :mod:`bastion.store.migrate`)."""
