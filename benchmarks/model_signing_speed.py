@@ -237,6 +237,15 @@ def operations(model: Path, work: Path) -> list[tuple[str, Callable[[], object],
         "--public_key",
         public,
     ]
+    bastion = Path(sys.executable).with_name("bastion")
+    db = work / "registry.db"
+    db.unlink(missing_ok=True)
+    add: list[str | Path] = [bastion, "registry", "add", "bench", model, "--db", db]
+    registry_sign: list[str | Path] = [
+        *(bastion, "registry", "sign", "bench", "--key", private, "--signature", sigs / "registry.sig"),
+        *("--db", db),
+    ]
+    verify: list[str | Path] = [bastion, "verify", "bench", "--db", db]
     floors: list[tuple[str, Callable[[], object], str]] = [
         ("sha256sum, all files, one process", lambda: run(["sha256sum", *files]), "sha256sum MODEL/*"),
         (
@@ -263,6 +272,11 @@ def operations(model: Path, work: Path) -> list[tuple[str, Callable[[], object],
         ("model_signing API verify (key)", api_verify, "verifying.Config().use_elliptic_key_verifier(...)"),
         ("model_signing CLI sign key", lambda: run(cli_sign), show(cli_sign)),
         ("model_signing CLI verify key", lambda: run(cli_verify), show(cli_verify)),
+        # The commands users run: each registration hashes and scans the artifact and records a version
+        # and its events; sign and verify work on the newest version, so they run in this order.
+        ("bastion registry add (CLI: hash, scan, record)", lambda: run(add), show(add)),
+        ("bastion registry sign (CLI)", lambda: run(registry_sign), show(registry_sign)),
+        ("bastion verify (CLI: re-hash, signature, event)", lambda: run(verify), show(verify)),
     ]
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from bastion import __version__
 from bastion.cli import convert, data, events, gate, load, registry, rules, scan, transparency
+from bastion.cli import mlflow as mlflow_cli
 from bastion.cli.common import Parser
 from bastion.errors import BastionError
 
@@ -25,7 +26,7 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"bastion {__version__}")
     parser.add_argument("--debug", action="store_true", help="log debug details and show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
-    for group in (scan, rules, load, convert, data, registry, events, gate, transparency):
+    for group in (scan, rules, load, convert, data, registry, events, gate, transparency, mlflow_cli):
         group.add_parser(sub)
     return parser
 

@@ -95,7 +95,9 @@ class VersionRecord:
     created_at: datetime
     created_by: str
     location: str  # the artifact path as registered (absolute)
-    digest: str  # "sha256:<hex>" over the sorted (path, sha256) list: the artifact's identity
+    # "sha256:<hex>": model-signing's subject digest (SHA-256 of the per-file digests in its file order),
+    # so a bundle that signs this artifact names exactly this digest; ``files`` adds the names.
+    digest: str
     format: str  # pickle | pytorch | safetensors | onnx | gguf | keras | savedmodel | directory | ...
     framework: str | None
     size: int

@@ -588,14 +588,15 @@ class Registry:
         if state is not None:
             query = query.where(model_versions.c.state == state)
         with self.store.read() as conn:
-            # yield_per fetches in blocks (fetchmany) instead of one driver call per row.
-            result = conn.execution_options(yield_per=10_000).execute(
-                query.order_by(model_versions.c.name, model_versions.c.version)
-            )
+            result = conn.execute(query.order_by(model_versions.c.name, model_versions.c.version))
+            # The selected columns need no type conversion, so blocks are read from the driver's cursor
+            # directly: SQLAlchemy's per-row processing would double the time of a 100,000-row listing.
+            cursor = result.cursor
             make = VersionRow._make
-            for block in result.partitions():
+            while block := cursor.fetchmany(10_000):
                 for row in block:
                     yield make(row)
+            result.close()
 
     def records(self, name: str | None = None) -> list[VersionRecord]:
         """Full records of every version (of ``name``): what the AI-BOM and compliance report read."""
