@@ -168,3 +168,17 @@ def test_cli_verify_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "event 5 (model.registered fraud@9): edited" in out
     assert main(["events", "list", "--db", db, "--subject", "fraud@1", "--format", "json"]) == 0
     assert '"subject": "fraud@1"' in capsys.readouterr().out
+
+
+def test_cli_tail_shows_the_newest_and_follows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "tail.db")
+    _fill(open_store(db), 5)
+    assert main(["events", "tail", "-n", "2", "--db", db]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["4", "5"]
+    code = main(["events", "tail", "-n", "1", "--follow", "--interval", "0", "--max-polls", "2", "--db", db])
+    assert code == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["5"]
+    assert main(["events", "list", "--since", "2999-01-01", "--db", db]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["events", "list", "--since", "not-a-date", "--db", db]) == 2
