@@ -58,9 +58,18 @@ demo: $(STAMP)
 	-$(BIN)/bastion verify digits-mlp@production
 	-$(BIN)/bastion gate digits-mlp@1 --policy $(GOV)/policy.yaml
 	$(BIN)/bastion registry revoke digits-mlp@1 --reason "weights changed after signing" --actor security > /dev/null
+	@echo "== A clean version 2 replaces it: retrained, registered, signed, approved, gated, served =="
+	$(BIN)/python benchmarks/demo_model.py $(GOV)/model-v2 --data $(DEMO_DIR)/data/train.clean.csv --seed 1
+	$(BIN)/bastion registry add digits-mlp $(GOV)/model-v2 --data $(DEMO_DIR)/data/train.clean.manifest.json \
+		--meta license=Apache-2.0 --meta "intended_use=demo: handwritten digit recognition" --actor data-scientist > /dev/null
+	$(BIN)/bastion registry sign digits-mlp@2 --key $(GOV)/release.pem --actor release-bot > /dev/null
+	$(BIN)/bastion registry approve digits-mlp@2 --reason "retrained from the signed clean data" --actor reviewer > /dev/null
+	$(BIN)/bastion gate digits-mlp@2 --policy $(GOV)/policy.yaml --format json --output $(GOV)/gate-v2.json
+	$(BIN)/bastion registry alias digits-mlp@2 production --reason "replaces the revoked version 1" --actor reviewer > /dev/null
+	$(BIN)/bastion registry list digits-mlp
 	$(BIN)/bastion registry history digits-mlp
 	$(BIN)/bastion events verify
-	$(BIN)/bastion card digits-mlp@1 --format huggingface --output $(GOV)/README.md
+	$(BIN)/bastion card digits-mlp@2 --format huggingface --output $(GOV)/README.md
 	$(BIN)/bastion bom --output $(GOV)/aibom.cdx.json
 	$(BIN)/bastion compliance report --format markdown --output $(GOV)/compliance.md
 	@echo "Model card, CycloneDX AI-BOM and compliance report written to $(GOV)/"

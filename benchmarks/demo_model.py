@@ -22,14 +22,14 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_SIGNER = "sha256:5b1c3a0c2d6f4e8a9b7c1d2e3f405162738495a6b7c8d9e0f1a2b3c4d5e6f708"
 
 
-def train(data: Path, out: Path) -> float:
+def train(data: Path, out: Path, seed: int = 0) -> float:
     """Fit the MLP on the sanitized CSV and write its weights; return the training accuracy."""
     frame = pd.read_csv(data)
     y = frame.pop("label").to_numpy()
     x = frame.drop(columns=["source"], errors="ignore").to_numpy(dtype=np.float32) / 16.0
     with warnings.catch_warnings():  # a demo-sized fit; a few more epochs would change nothing shown
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model = MLPClassifier(hidden_layer_sizes=(64,), max_iter=300, random_state=0).fit(x, y)
+        model = MLPClassifier(hidden_layer_sizes=(64,), max_iter=300, random_state=seed).fit(x, y)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {f"layer{i}.weight": w.astype(np.float32) for i, w in enumerate(model.coefs_)}
     tensors.update({f"layer{i}.bias": b.astype(np.float32) for i, b in enumerate(model.intercepts_)})
@@ -65,13 +65,14 @@ def main() -> None:
     parser.add_argument("--public-key", type=Path, help="the release key's public half (for --policy)")
     parser.add_argument("--policy", type=Path, help="write the demo policy here")
     parser.add_argument("--tamper", action="store_true", help="flip one bit of the weights")
+    parser.add_argument("--seed", type=int, default=0, help="training seed")
     args = parser.parse_args()
     if args.tamper:
         tamper(args.model_dir)
         print(f"tampered with {args.model_dir / 'model.safetensors'} (one bit flipped)")
         return
     if args.data is not None:
-        accuracy = train(args.data, args.model_dir)
+        accuracy = train(args.data, args.model_dir, args.seed)
         print(
             f"trained an MLP on {args.data.name}: training accuracy {accuracy:.3f}; "
             f"weights in {args.model_dir}"
