@@ -34,6 +34,60 @@ def test_migrations_build_exactly_the_schema(
     assert diffs == []
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_an_older_store_is_upgraded_with_its_data(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from bastion.store.database import normalise_url
+    from bastion.store.migrate import _config
+
+    url = normalise_url(
+        str(tmp_path / "old.db") if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    )
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(_config(conn), "0001")  # a store written by the first release
+        conn.execute(
+            text(
+                "INSERT INTO events (seq, at, actor, action, subject, payload, payload_digest, prev_hash,"
+                " hash) VALUES (1, 'x', 'a', 'old', 's', '{}', 'd', 'p', 'h')"
+            )
+        )
+    engine.dispose()
+    store = open_store(url)
+    assert current_revision(store) == HEAD
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT action FROM events")).scalar_one() == "old"
+    with pytest.raises(Exception, match="append-only"), store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM events"))
+    store.close()
+
+
+def test_registered_facts_are_immutable_but_state_moves(tmp_path: Path) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    store = open_store(str(tmp_path / "imm.db"))
+    with store.engine.begin() as conn:
+        conn.execute(text("INSERT INTO models (name, created_at, created_by) VALUES ('m', 't', 'a')"))
+        conn.execute(
+            text(
+                "INSERT INTO model_versions (name, version, created_at, created_by, location, digest,"
+                " format, size, file_count, metadata, state)"
+                " VALUES ('m', 1, 't', 'a', '/m', 'sha256:1', 'pickle', 1, 0, '{}', 'registered')"
+            )
+        )
+    with pytest.raises(DBAPIError, match="immutable"), store.engine.begin() as conn:
+        conn.execute(text("UPDATE model_versions SET digest = 'sha256:2'"))
+    with pytest.raises(DBAPIError, match="never deleted"), store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM model_versions"))
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE model_versions SET state = 'approved'"))
+    store.close()
+
+
 def test_store_from_a_newer_bastion_is_refused_untouched(tmp_path: Path) -> None:
     path = tmp_path / "future.db"
     open_store(str(path)).close()

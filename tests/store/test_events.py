@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
 
 from bastion.cli.main import main
 from bastion.store.database import Store, open_store
@@ -23,8 +24,16 @@ def _fill(store: Store, n: int = 6) -> None:
         record(store, actor="alice", action="model.registered", subject=f"fraud@{i + 1}", payload={"i": i})
 
 
+def _as_attacker(conn: Connection) -> None:
+    """Drop the append-only triggers, as someone with write access to the database could."""
+    sqlite = conn.dialect.name == "sqlite"
+    for name, table in (("events_append_only_update", "events"), ("events_append_only_delete", "events")):
+        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}" + ("" if sqlite else f" ON {table}"))
+
+
 def _sql(store: Store, statement: str) -> None:
     with store.engine.begin() as conn:
+        _as_attacker(conn)
         conn.exec_driver_sql(statement)
 
 
@@ -46,6 +55,17 @@ def test_intact_log_verifies(store: Store) -> None:
     assert check.head_seq == 6
 
 
+def test_guards_refuse_edits_and_deletes(store: Store) -> None:
+    _fill(store, 2)
+    for statement in (
+        "UPDATE events SET actor = 'mallory' WHERE seq = 1",
+        "DELETE FROM events WHERE seq = 2",
+    ):
+        with pytest.raises(DBAPIError, match="the event log is append-only"), store.engine.begin() as conn:
+            conn.exec_driver_sql(statement)
+    assert verify_log(store).ok
+
+
 def test_edited_field_is_named(store: Store) -> None:
     _fill(store)
     _sql(store, "UPDATE events SET actor = 'mallory' WHERE seq = 3")
@@ -56,6 +76,7 @@ def test_edited_field_is_named(store: Store) -> None:
 def test_edited_payload_is_named(store: Store) -> None:
     _fill(store)
     with store.engine.begin() as conn:
+        _as_attacker(conn)
         conn.execute(text("UPDATE events SET payload = :p WHERE seq = 4"), {"p": '{"i":99}'})
     check = verify_log(store)
     assert len(check.problems) == 1

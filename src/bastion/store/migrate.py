@@ -14,7 +14,7 @@ from bastion.store.database import Store, StoreError
 
 SCRIPTS = Path(__file__).parent / "migrations"
 # Every revision in migrations/versions, oldest first; a test checks this against the scripts.
-REVISIONS = ("0001",)
+REVISIONS = ("0001", "0002")
 HEAD = REVISIONS[-1]
 
 
