@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from bastion.data.audit import rules
-from bastion.data.audit.backdoor import TriggerPattern, _decider, attack_success_rate, run_backdoor_channel
+from bastion.data.audit.backdoor import (
+    TriggerPattern,
+    _ablation_informative,
+    _decider,
+    attack_success_rate,
+    run_backdoor_channel,
+)
 from bastion.data.audit.base import BACKDOOR, AuditData, AuditOptions, FloatArray, IntArray
 from bastion.data.audit.representation import penultimate, train_mlp
 
@@ -187,3 +193,71 @@ def test_clean_imbalanced_table_confirms_no_backdoor() -> None:
     result = run_backdoor_channel(data, AuditOptions(seed=0))
     assert result.flags == []
     assert result.findings == []
+
+
+def _majority_target_table(poison: float) -> tuple[AuditData, IntArray]:
+    # Skewed columns (as charges and counts are); class 1 is the ~25% minority, class 0 the majority. The
+    # backdoor stamps three noise columns at their 99th percentile on minority rows and relabels them 0,
+    # the benign majority an attacker wants to reach.
+    rng = np.random.default_rng(0)
+    features = rng.exponential(size=(2000, 10))
+    logit = -3.0 + features[:, 0] + 0.8 * features[:, 1]
+    labels = (rng.random(2000) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+    rows = np.array([], dtype=np.int64)
+    if poison:
+        minority = np.flatnonzero(labels == 1)
+        rows = np.sort(rng.choice(minority, round(poison * 2000), replace=False))
+        features[np.ix_(rows, [7, 8, 9])] = np.percentile(features[:, [7, 8, 9]], 99, axis=0)
+        labels[rows] = 0
+    names = [f"f{i}" for i in range(10)]
+    return AuditData("x.csv", "tabular", features, labels, ["benign", "bad"], names), rows
+
+
+def test_majority_target_backdoor_is_confirmed_by_the_rise_test() -> None:
+    data, poison = _majority_target_table(0.05)
+    assert np.mean(data.labels == 0) > 0.75
+    result = run_backdoor_channel(data, AuditOptions(seed=0))
+    flagged = {f.row for f in result.flags}
+    assert flagged == set(poison.tolist())
+    patterns = result.summary["patterns"]
+    assert [(p["target_name"], p["feature_names"]) for p in patterns] == [("benign", ["f7", "f8", "f9"])]
+    entry = next(c for c in result.summary["classes"] if c["class"] == "benign")
+    # The stamped minority rows rarely flip the answer (the control stamps flip many), so the flip probe
+    # alone does not confirm; the paired rise in the target's log-odds does, and the ablation takes it away.
+    assert entry["confirmed_by"] == "rise"
+    test = entry["rise_test"]
+    assert test["excess"] >= 2.0
+    assert test["win_share"] >= 0.8
+    assert test["unstamped_other_class"] >= 0.5
+    assert test["ablated_excess"] <= 0.5 * test["excess"]
+    evidence = result.findings[0].evidence_map
+    assert float(evidence["rise_excess"]) >= 2.0
+    assert "log-odds of class 'benign'" in result.flags[0].reason
+    # Suggestions come from the log-odds decision: most poisoned rows are given back to the minority.
+    suggested = [f.suggested_label for f in result.flags]
+    assert suggested.count("bad") >= 0.8 * len(poison)
+
+
+def test_clean_majority_target_table_confirms_no_backdoor() -> None:
+    data, _ = _majority_target_table(0.0)
+    result = run_backdoor_channel(data, AuditOptions(seed=0))
+    assert result.flags == []
+    assert result.findings == []
+    assert result.summary["patterns"] == []
+
+
+def test_ablation_is_uninformative_for_a_value_only_its_carriers_hold() -> None:
+    # A rare one-hot value (or a count that is almost always 0) is held by its carriers alone: a model
+    # retrained without them never sees it, so its answer there says nothing about a trigger.
+    rng = np.random.default_rng(0)
+    features = rng.exponential(size=(400, 3))
+    features[:, 2] = 0.0
+    features[:15, 2] = 1.0
+    data = AuditData("x.csv", "tabular", features, np.zeros(400, dtype=np.int64), ["a"], ["x", "y", "z"])
+    rows = np.arange(400, dtype=np.int64)
+    rare = TriggerPattern(0, "a", (2,), ("z",), (1.0,), (0.05,))
+    assert not _ablation_informative(data, rare, rows)
+    # A tail value of a continuous column is still held, beyond the pattern's own carriers, by other rows.
+    high = float(np.percentile(features[:, 0], 95))
+    tail = TriggerPattern(0, "a", (0,), ("x",), (high,), (0.05,))
+    assert _ablation_informative(data, tail, rows)

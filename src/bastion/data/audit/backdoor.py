@@ -18,7 +18,10 @@ of the target class stand apart from the clean rows of the class. The channel:
 4. stamps each pattern on held-out rows of the other classes and confirms a backdoor only when most of
    them flip to the class, far more than with the same values stamped on random features, and when the
    carriers themselves belong to other classes once the pattern is removed (a natural sub-population,
-   such as the largest tumours of the malignant class, keeps its class);
+   such as the largest tumours of the malignant class, keeps its class). When the target is the majority
+   class the model answers it for most rows already, so there is little to flip: a paired rise test then
+   measures, row by row, how far the pattern lifts the target's log-odds against equally unusual control
+   stamps, with the same unstamped and ablation checks;
 5. flags every row that carries the confirmed pattern: recall close to 1 is the point, because the few
    poisoned rows a partial clean-up leaves behind keep the backdoor alive after retraining.
 
@@ -104,6 +107,17 @@ SEED_GRID = np.linspace(0.02, 0.98, 49)
 # least ABLATION_DROP of the flip rate; a natural predictor (a high interest rate means a bad loan) is
 # learned from the rest of the data as well and keeps flipping rows.
 ABLATION_DROP = 0.3
+# Rise test (the fallback when no flip probe confirms): on each held-out row of another class, the rise in
+# the target's log-odds that the pattern gives minus the median rise of the CONTROL_DRAWS control stamps on
+# the same row. Confirmed when the median of that excess is at least RISE_MIN (odds times e^2, about 7),
+# the pattern beats the controls on at least RISE_WIN of the rows, at least UNSTAMPED_MIN of the carriers
+# fall on the other classes' side once the pattern is removed, and a model retrained without the carriers
+# keeps at most 1 - RISE_DROP of the excess. On the tuning tables (majority targets on mlc_churn, wa_churn,
+# lending_club) the poison's excess was 2.8 to 10 and the ablation kept at most a fifth of it; natural
+# predictors (a high balance means default, many service calls mean churn) kept more than three quarters.
+RISE_MIN = 2.0
+RISE_WIN = 0.8
+RISE_DROP = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +224,39 @@ class _Candidate:
 
 
 @dataclass(slots=True)
+class _Rise:
+    """The paired rise test of one pattern: per held-out row of another class, how far the pattern lifts the
+    target's log-odds beyond what the control stamps do on the same row."""
+
+    rise: float  # median over rows of the pattern's rise
+    control_rise: float  # median over rows of the control stamps' (per-row median) rise
+    excess: float  # median over rows of the pattern's rise minus the row's median control rise
+    win_share: float  # share of rows where the pattern lifts more than the row's median control
+    rows: int
+    unstamped_other: float = 0.0  # share of carriers on the other classes' side once the pattern is removed
+    informative: bool = False  # the ablation can tell (see _ablation_informative)
+    ablated_excess: float | None = None  # the excess for a model retrained without the carriers
+
+    @property
+    def passes(self) -> bool:
+        """Everything but the ablation holds (the ablation costs a retrain, so it runs only then)."""
+        return (
+            self.excess >= RISE_MIN
+            and self.win_share >= RISE_WIN
+            and self.unstamped_other >= UNSTAMPED_MIN
+            and self.informative
+        )
+
+    @property
+    def confirmed(self) -> bool:
+        return (
+            self.passes
+            and self.ablated_excess is not None
+            and self.ablated_excess <= (1.0 - RISE_DROP) * self.excess
+        )
+
+
+@dataclass(slots=True)
 class _Probe:
     pattern: TriggerPattern
     cluster: IntArray
@@ -219,6 +266,7 @@ class _Probe:
     by_score: bool  # decisions were made on the target's log-odds (see MIN_PROBED)
     unstamped_other: float  # share of carriers the model puts in another class once the pattern is removed
     ablated_rate: float = 1.0  # flip rate of a model retrained without the carriers (1.0 = not yet run)
+    rise: _Rise | None = None  # the paired rise test, run when the flip probes do not confirm
 
     @property
     def flips(self) -> bool:
@@ -226,12 +274,26 @@ class _Probe:
         return self.flip_rate >= FLIP_MIN and self.flip_rate - self.control_rate >= FLIP_MARGIN
 
     @property
-    def confirmed(self) -> bool:
+    def flip_confirmed(self) -> bool:
         return (
             self.flips
             and self.unstamped_other >= UNSTAMPED_MIN
             and self.flip_rate - self.ablated_rate >= ABLATION_DROP
         )
+
+    @property
+    def by_rise(self) -> bool:
+        """Confirmed by the rise test rather than by flips."""
+        return not self.flip_confirmed and self.rise is not None and self.rise.confirmed
+
+    @property
+    def confirmed(self) -> bool:
+        return self.flip_confirmed or self.by_rise
+
+    @property
+    def strength(self) -> float:
+        """The probe's effect on a 0..1 scale: the flip rate, or the share of rows the rise test won."""
+        return self.rise.win_share if self.by_rise and self.rise is not None else self.flip_rate
 
 
 def _split_rows(labels: IntArray, seed: int) -> tuple[IntArray, IntArray]:
@@ -441,13 +503,9 @@ def _decider(
     at = int(np.flatnonzero(classes == pattern.target)[0]) if (classes == pattern.target).any() else -1
     own = probe_rows[data.labels[probe_rows] == pattern.target]
     own = own[pattern.match_share(data.features[own]) < CARRY_SHARE]
-    if at < 0 or len(own) == 0:
+    log_odds = _log_odds(model, pattern.target)
+    if at < 0 or len(own) == 0 or log_odds is None:
         return lambda x: np.asarray(model.predict(x))
-
-    def log_odds(x: FloatArray) -> FloatArray:
-        proba = np.clip(np.asarray(model.predict_proba(x), dtype=np.float64), 1e-12, 1.0)
-        return np.asarray(np.log(proba[:, at]) - np.log(np.clip(1.0 - proba[:, at], 1e-12, 1.0)))
-
     threshold = float(np.median(log_odds(data.features[own])))
 
     def decide(x: FloatArray) -> IntArray:
@@ -458,6 +516,53 @@ def _decider(
         return np.asarray(np.where(log_odds(x) >= threshold, pattern.target, answer))
 
     return decide
+
+
+def _log_odds(model: Any, target: int) -> Callable[[FloatArray], FloatArray] | None:
+    """The model's log-odds of ``target`` (clipped to about +-27.6), or None when it never saw the class."""
+    classes = np.asarray(model.classes_)
+    if not (classes == target).any():
+        return None
+    at = int(np.flatnonzero(classes == target)[0])
+
+    def log_odds(x: FloatArray) -> FloatArray:
+        proba = np.clip(np.asarray(model.predict_proba(x), dtype=np.float64), 1e-12, 1.0)
+        return np.asarray(np.log(proba[:, at]) - np.log(np.clip(1.0 - proba[:, at], 1e-12, 1.0)))
+
+    return log_odds
+
+
+def _two_valued(data: AuditData) -> BoolArray:
+    return np.array([len(np.unique(data.features[:, c])) <= 2 for c in range(data.features.shape[1])])
+
+
+def _control_patterns(
+    data: AuditData, pattern: TriggerPattern, seed: int, matched: bool, two_valued: BoolArray
+) -> list[TriggerPattern]:
+    """Up to CONTROL_DRAWS equally unusual stamps elsewhere.
+
+    Each random feature is set to the value at the same quantile of its own column as the pattern's value
+    holds in the pattern's column. Copying the raw values instead would push standardised columns to
+    arbitrary extremes and flip rows by itself. With ``matched``, each control column is of the same kind
+    (two-valued or not) as the pattern column it stands for: a saturated model answers the majority for
+    any rare one-hot value.
+    """
+    rng = np.random.default_rng(seed)
+    pool = np.setdiff1d(np.arange(data.features.shape[1]), np.asarray(pattern.features))
+    sample = data.features[_at_most(rng, np.arange(data.n_rows))]
+    ranks = [float(np.mean(sample[:, f] <= v)) for f, v in zip(pattern.features, pattern.values, strict=True)]
+    controls: list[TriggerPattern] = []
+    for _ in range(CONTROL_DRAWS):
+        if pool.size < len(pattern.features):
+            break
+        cols = rng.choice(pool, len(pattern.features), replace=False)
+        if matched:
+            cols = _matched_columns(rng, pool, two_valued, pattern.features, cols)
+        values = tuple(float(np.quantile(sample[:, c], q)) for c, q in zip(cols, ranks, strict=True))
+        controls.append(
+            TriggerPattern(pattern.target, pattern.target_name, tuple(int(c) for c in cols), (), values)
+        )
+    return controls
 
 
 def _probe(
@@ -473,7 +578,7 @@ def _probe(
     y = data.labels[probe_rows]
     keep = (y != pattern.target) & (pattern.match_share(x) < CARRY_SHARE)
     x, y = x[keep], y[keep]
-    two_valued = np.array([len(np.unique(data.features[:, c])) <= 2 for c in range(data.features.shape[1])])
+    two_valued = _two_valued(data)
     if by_score and two_valued[list(pattern.features)].any():
         # On lending_club a saturated model sends rows to the majority for any rare one-hot value and a
         # retrain without the carriers never sees the value at all, so neither the control nor the ablation
@@ -486,27 +591,85 @@ def _probe(
     if len(x) == 0:
         return 0.0, 0.0, 0
     flip = float(np.mean(predict(pattern.stamp(x)) == pattern.target))
-    rng = np.random.default_rng(seed)
-    pool = np.setdiff1d(np.arange(data.features.shape[1]), np.asarray(pattern.features))
-    # The control is an equally unusual stamp elsewhere: each random feature is set to the value at the
-    # same quantile of its own column as the pattern's value holds in the pattern's column. Copying the
-    # raw values instead would push standardised columns to arbitrary extremes and flip rows by itself.
-    sample = data.features[_at_most(rng, np.arange(data.n_rows))]
-    ranks = [float(np.mean(sample[:, f] <= v)) for f, v in zip(pattern.features, pattern.values, strict=True)]
-    controls: list[float] = []
-    for _ in range(CONTROL_DRAWS):
-        if pool.size < len(pattern.features):
-            break
-        cols = rng.choice(pool, len(pattern.features), replace=False)
-        if by_score:
-            # A saturated model answers the majority for any rare one-hot value, so in score mode each
-            # control column is of the same kind (two-valued or not) as the pattern column it stands for.
-            cols = _matched_columns(rng, pool, two_valued, pattern.features, cols)
-        values = tuple(float(np.quantile(sample[:, c], q)) for c, q in zip(cols, ranks, strict=True))
-        shifted = TriggerPattern(pattern.target, pattern.target_name, tuple(int(c) for c in cols), (), values)
-        controls.append(float(np.mean(predict(shifted.stamp(x)) == pattern.target)))
+    # The control is an equally unusual stamp elsewhere (kind-matched in score mode, see _control_patterns).
+    controls = [
+        float(np.mean(predict(c.stamp(x)) == pattern.target))
+        for c in _control_patterns(data, pattern, seed, by_score, two_valued)
+    ]
     control = float(np.mean(controls)) if controls else 0.0
     return flip, control, len(x)
+
+
+def _rise(model: Any, data: AuditData, pattern: TriggerPattern, probe_rows: IntArray, seed: int) -> _Rise:
+    """The paired rise test on the held-out rows of the other classes that do not carry the pattern.
+
+    Per row: the rise in the target's log-odds when the pattern is stamped, minus the median rise of the
+    kind-matched control stamps on the same row. It needs no answer to flip, so it still measures a
+    trigger when the target is the majority class and the model answers it for almost every row. Every
+    held-out row of another class counts, whatever the model answers for it unstamped.
+    """
+    log_odds = _log_odds(model, pattern.target)
+    x = data.features[probe_rows]
+    x = x[(data.labels[probe_rows] != pattern.target) & (pattern.match_share(x) < CARRY_SHARE)]
+    controls = _control_patterns(data, pattern, seed, True, _two_valued(data))
+    if log_odds is None or len(x) == 0 or not controls:
+        return _Rise(0.0, 0.0, 0.0, 0.0, 0)
+    base = log_odds(x)
+    rise = log_odds(pattern.stamp(x)) - base
+    control = np.median(np.stack([log_odds(c.stamp(x)) - base for c in controls]), axis=0)
+    return _Rise(
+        rise=float(np.median(rise)),
+        control_rise=float(np.median(control)),
+        excess=float(np.median(rise - control)),
+        win_share=float(np.mean(rise > control)),
+        rows=len(x),
+    )
+
+
+def _unstamped_side(
+    model: Any, data: AuditData, pattern: TriggerPattern, probe_rows: IntArray, carriers: IntArray
+) -> float:
+    """Share of the carriers that fall on the other classes' side once the pattern is removed.
+
+    The side is judged on the target's log-odds, against the midpoint between the median log-odds of the
+    held-out rows of the target and of the other classes: with the target as the majority class the
+    model's answer is the target for almost every row, so the answer cannot tell. The pattern's features
+    are set to the non-carriers' median, as in ``_unstamped_suggestions``.
+    """
+    log_odds = _log_odds(model, pattern.target)
+    if log_odds is None or len(carriers) == 0:
+        return 0.0
+    held = probe_rows[pattern.match_share(data.features[probe_rows]) < CARRY_SHARE]
+    own = held[data.labels[held] == pattern.target]
+    other = held[data.labels[held] != pattern.target]
+    if len(own) == 0 or len(other) == 0:
+        return 0.0
+    middle = (np.median(log_odds(data.features[own])) + np.median(log_odds(data.features[other]))) / 2
+    rest = np.ones(data.n_rows, dtype=bool)
+    rest[carriers] = False
+    x = np.array(data.features[carriers], dtype=np.float64, copy=True)
+    x[:, list(pattern.features)] = np.median(data.features[rest][:, list(pattern.features)], axis=0)
+    return float(np.mean(log_odds(x) < middle))
+
+
+def _ablation_informative(data: AuditData, pattern: TriggerPattern, fit_rows: IntArray) -> bool:
+    """Whether a model retrained without the carriers still sees each pattern value, so that the ablation
+    compares learned answers.
+
+    For every pattern feature, at least MIN_DISTINCT_CARRIERS of the rows kept for the retrain must hold a
+    value as extreme as the pattern's (at or beyond it, on its side of the column's median). A rare value
+    (one-hot, a count that is almost always 0) is held only by its carriers: a model that never saw it
+    answers it arbitrarily, and on lending_club and Caravan that looked like an ablated trigger.
+    """
+    x = data.features[fit_rows]
+    kept = x[pattern.match_share(x) < CARRY_SHARE]
+    tol = np.asarray(pattern.tolerances or (1e-9,) * len(pattern.features), dtype=np.float64)
+    for f, v, t in zip(pattern.features, pattern.values, tol, strict=True):
+        column = kept[:, f]
+        beyond = column >= v - t if v >= np.median(x[:, f]) else column <= v + t
+        if int(beyond.sum()) < MIN_DISTINCT_CARRIERS:
+            return False
+    return True
 
 
 def _matched_columns(
@@ -526,6 +689,21 @@ def _matched_columns(
     return np.asarray(chosen, dtype=np.int64)
 
 
+def _ablated_model(
+    data: AuditData, pattern: TriggerPattern, fit_rows: IntArray, seed: int, cache: dict[bytes, Any]
+) -> Any:
+    """A model retrained without every fit row that carries the pattern (None: one class would be left).
+
+    The retrain is the costly step, so the model is kept per set of kept rows for the other probes."""
+    carrying = pattern.match_share(data.features[fit_rows]) >= CARRY_SHARE
+    kept = fit_rows[~carrying]
+    key = kept.tobytes()
+    if key not in cache:
+        many = len(np.unique(data.labels[kept])) >= 2
+        cache[key] = train_mlp(data.features[kept], data.labels[kept], seed) if many else None
+    return cache[key]
+
+
 def _ablated_flip(
     data: AuditData,
     pattern: TriggerPattern,
@@ -533,13 +711,12 @@ def _ablated_flip(
     probe_rows: IntArray,
     seed: int,
     by_score: bool,
+    cache: dict[bytes, Any],
 ) -> float:
     """The probe's flip rate for a model retrained without every row that carries the pattern."""
-    carrying = pattern.match_share(data.features[fit_rows]) >= CARRY_SHARE
-    kept = fit_rows[~carrying]
-    if len(np.unique(data.labels[kept])) < 2:
+    model = _ablated_model(data, pattern, fit_rows, seed, cache)
+    if model is None:
         return 0.0
-    model = train_mlp(data.features[kept], data.labels[kept], seed)
     # The same decision rule as the probe it is compared with, on the retrained model's own scores.
     flip, _, _ = _probe(model, data, pattern, probe_rows, seed, by_score)
     return flip
@@ -702,15 +879,18 @@ def _run(data: AuditData, options: AuditOptions) -> ChannelResult:
         s.separation_z = max((c.separation_z for c in s.patterns), default=0.0)
     _gate(stats)
     probes: dict[int, _Probe] = {}
+    retrained: dict[bytes, Any] = {}
     for s in stats:
         if not s.gated:
             continue
         for cand in s.patterns:
             if cand.separation_z < SEPARATION_MIN:
                 continue
-            probe = _assess(model, data, cand, fit_rows, probe_rows, options.seed, False)
+            probe = _assess(model, data, cand, fit_rows, probe_rows, options.seed, False, retrained)
             if not probe.confirmed and probe.probed_rows < MIN_PROBED:
-                probe = _assess(model, data, cand, fit_rows, probe_rows, options.seed, True)
+                probe = _assess(model, data, cand, fit_rows, probe_rows, options.seed, True, retrained)
+            if not probe.confirmed:
+                probe.rise = _assess_rise(model, data, cand, fit_rows, probe_rows, options.seed, retrained)
             flip, control = probe.flip_rate, probe.control_rate
             best = probes.get(s.code)
             if best is None or (probe.confirmed, flip - control) > (
@@ -720,7 +900,8 @@ def _run(data: AuditData, options: AuditOptions) -> ChannelResult:
                 probes[s.code] = probe
     confirmed = [p for p in probes.values() if p.confirmed]
     for probe in confirmed:
-        _flag(result, _decider(model, data, probe.pattern, probe_rows, probe.by_score), data, probe)
+        by_score = probe.by_score or probe.by_rise
+        _flag(result, _decider(model, data, probe.pattern, probe_rows, by_score), data, probe)
     result.summary = _summary(data, stats, probes, fit_rows, probe_rows)
     return result
 
@@ -733,6 +914,7 @@ def _assess(
     probe_rows: IntArray,
     seed: int,
     by_score: bool,
+    retrained: dict[bytes, Any],
 ) -> _Probe:
     """Probe, unstamped check and (when both pass) ablation of one candidate under one decision rule."""
     flip, control, probed = _probe(model, data, cand.pattern, probe_rows, seed, by_score)
@@ -743,9 +925,41 @@ def _assess(
     suggestions = _unstamped_suggestions(predict, data, cand.pattern, cand.carriers, carriers)
     other = float(np.mean([x is not None for x in suggestions]))
     probe = _Probe(cand.pattern, cand.carriers, flip, control, probed, by_score, other)
-    if probe.flips and probe.unstamped_other >= UNSTAMPED_MIN:
-        probe.ablated_rate = _ablated_flip(data, cand.pattern, fit_rows, probe_rows, seed, by_score)
+    # In score mode a rare value (held by its carriers only) makes the ablation arbitrary: on lending_club
+    # a clean table confirmed `acc_now_delinq = 1` that way. The plain probe keeps its tuned behaviour.
+    informative = not by_score or _ablation_informative(data, cand.pattern, fit_rows)
+    if probe.flips and probe.unstamped_other >= UNSTAMPED_MIN and informative:
+        probe.ablated_rate = _ablated_flip(
+            data, cand.pattern, fit_rows, probe_rows, seed, by_score, retrained
+        )
     return probe
+
+
+def _assess_rise(
+    model: Any,
+    data: AuditData,
+    cand: _Candidate,
+    fit_rows: IntArray,
+    probe_rows: IntArray,
+    seed: int,
+    retrained: dict[bytes, Any],
+) -> _Rise:
+    """The rise test of one candidate, its unstamped check and (when everything else passes) its ablation.
+
+    Patterns with a two-valued feature are not confirmed this way, as in score mode: a saturated model
+    lifts the majority for any rare one-hot value, and no control or ablation tells a one-hot trigger
+    from a rare category.
+    """
+    rise = _rise(model, data, cand.pattern, probe_rows, seed)
+    rise.unstamped_other = _unstamped_side(model, data, cand.pattern, probe_rows, cand.carriers)
+    one_hot = bool(_two_valued(data)[list(cand.pattern.features)].any())
+    rise.informative = not one_hot and _ablation_informative(data, cand.pattern, fit_rows)
+    if rise.passes:
+        ablated = _ablated_model(data, cand.pattern, fit_rows, seed, retrained)
+        rise.ablated_excess = (
+            _rise(ablated, data, cand.pattern, probe_rows, seed).excess if ablated is not None else 0.0
+        )
+    return rise
 
 
 def _flag(
@@ -762,6 +976,31 @@ def _flag(
     suggestions = _unstamped_suggestions(predict, data, pattern, rows, carriers)
     flip = round(100 * probe.flip_rate)
     what = f"the pattern that flips {flip}% of held-out rows to class '{pattern.target_name}'"
+    effect = (
+        f"it flips {flip}% of them to '{pattern.target_name}' (control {round(100 * probe.control_rate)}%)"
+    )
+    evidence: dict[str, Any] = {
+        "flip_rate": round(probe.flip_rate, 4),
+        "control_rate": round(probe.control_rate, 4),
+        "probed_rows": probe.probed_rows,
+    }
+    if probe.by_rise and probe.rise is not None:
+        rise = probe.rise
+        what = (
+            f"the pattern that raises the log-odds of class '{pattern.target_name}' by {rise.excess:.1f} "
+            f"more than a control stamp on {round(100 * rise.win_share)}% of held-out rows"
+        )
+        effect = (
+            f"it raises the log-odds of '{pattern.target_name}' by {rise.rise:.1f} (control "
+            f"{rise.control_rise:.1f}), more than the control on {round(100 * rise.win_share)}% of them"
+        )
+        evidence = {
+            "rise": round(rise.rise, 4),
+            "control_rise": round(rise.control_rise, 4),
+            "rise_excess": round(rise.excess, 4),
+            "rise_win_share": round(rise.win_share, 4),
+            "probed_rows": rise.rows,
+        }
     for row, suggestion in zip(rows, suggestions, strict=True):
         row_share = float(share[row])
         if row_share >= 1.0:
@@ -770,24 +1009,16 @@ def _flag(
             carries = f"carries {round(100 * row_share)}% of {pattern.describe(encoder=data.encoder)}"
         label = data.label_name(int(data.labels[row]))
         reason = f"label '{label}'; {carries}, {what}"
-        score = float(np.clip(0.5 + 0.5 * probe.flip_rate * row_share, 0.0, 1.0))
+        score = float(np.clip(0.5 + 0.5 * probe.strength * row_share, 0.0, 1.0))
         result.flags.append(RowFlag(int(row), BACKDOOR, CHECK, round(score, 4), reason, suggestion))
     result.findings.append(
         Finding.make(
             rules.BACKDOOR,
             Severity.CRITICAL,
             f"class '{pattern.target_name}' holds {len(rows)} rows carrying "
-            f"{pattern.describe(encoder=data.encoder)}; stamped on "
-            f"held-out rows of other classes it flips {flip}% of them to '{pattern.target_name}' "
-            f"(control {round(100 * probe.control_rate)}%)",
+            f"{pattern.describe(encoder=data.encoder)}; stamped on held-out rows of other classes {effect}",
             Location(data.path, (f"class:{pattern.target_name}",)),
-            {
-                "flip_rate": round(probe.flip_rate, 4),
-                "control_rate": round(probe.control_rate, 4),
-                "probed_rows": probe.probed_rows,
-                "pattern_features": ",".join(pattern.feature_names),
-                "flagged_rows": len(rows),
-            },
+            {**evidence, "pattern_features": ",".join(pattern.feature_names), "flagged_rows": len(rows)},
         )
     )
 
@@ -832,14 +1063,33 @@ def _summary(
                     "unstamped_other_class": round(probe.unstamped_other, 4),
                     "ablated_flip_rate": round(probe.ablated_rate, 4),
                     "confirmed": probe.confirmed,
+                    "confirmed_by": (
+                        ("rise" if probe.by_rise else "score" if probe.by_score else "flip")
+                        if probe.confirmed
+                        else None
+                    ),
                 }
             )
+            if probe.rise is not None:
+                rise = probe.rise
+                entry["rise_test"] = {
+                    "rise": round(rise.rise, 4),
+                    "control_rise": round(rise.control_rise, 4),
+                    "excess": round(rise.excess, 4),
+                    "win_share": round(rise.win_share, 4),
+                    "rows": rise.rows,
+                    "unstamped_other_class": round(rise.unstamped_other, 4),
+                    "ablation_informative": rise.informative,
+                    "ablated_excess": None if rise.ablated_excess is None else round(rise.ablated_excess, 4),
+                    "confirmed": rise.confirmed,
+                }
         per_class.append(entry)
     return {
         "model": "mlp(128,64) penultimate layer",
         "fit_rows": len(fit_rows),
         "probe_rows": len(probe_rows),
         "gate": {"separation_z_min": SEPARATION_MIN},
+        "rise_test": {"excess_min": RISE_MIN, "win_share_min": RISE_WIN, "ablation_drop": RISE_DROP},
         "classes": per_class,
         "patterns": [p.pattern.to_json() for p in probes.values() if p.confirmed],
         "probes": {
