@@ -230,9 +230,9 @@ def record_dict(record: VersionRecord) -> dict[str, Any]:
     """A version as JSON-ready data."""
     from dataclasses import asdict
 
-    from bastion.registry.versions import _jsonable
+    from bastion.registry.versions import jsonable
 
-    data: dict[str, Any] = _jsonable(asdict(record))
+    data: dict[str, Any] = jsonable(asdict(record))
     data["ref"] = record.ref
     return data
 

@@ -36,7 +36,15 @@ from bastion.registry.record import (
     VersionRecord,
 )
 from bastion.store.database import Store
-from bastion.store.events import Event, append_event, format_time, list_events, now_text, parse_time
+from bastion.store.events import (
+    Event,
+    EventFilter,
+    append_event,
+    format_time,
+    list_events,
+    now_text,
+    parse_time,
+)
 from bastion.store.schema import (
     alias_history,
     aliases,
@@ -97,19 +105,20 @@ def _time_or_none(value: str | None) -> dt.datetime | None:
     return parse_time(value) if value else None
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """Datetimes as RFC 3339 text, mappings and sequences recursively: what the JSON columns store."""
     if isinstance(value, dt.datetime):
         return format_time(value)
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
 def scan_to_json(scan: ScanSummary | None) -> str | None:
     """A scan summary as the JSON the store keeps."""
-    return None if scan is None else json.dumps(_jsonable(asdict(scan)), sort_keys=True)
+    return None if scan is None else json.dumps(jsonable(asdict(scan)), sort_keys=True)
 
 
 def scan_from_json(text: str | None) -> ScanSummary | None:
@@ -129,7 +138,7 @@ def scan_from_json(text: str | None) -> ScanSummary | None:
 
 def signature_to_json(info: SignatureInfo) -> str:
     """A signature record as the JSON the store keeps."""
-    return json.dumps(_jsonable(asdict(info)), sort_keys=True)
+    return json.dumps(jsonable(asdict(info)), sort_keys=True)
 
 
 def signature_from_json(text: str | None) -> SignatureInfo | None:
@@ -393,7 +402,7 @@ class Registry:
         if parent is not None:
             parent = self.get(parent).ref  # resolves aliases and fails clearly on unknown parents
         scan = load_scan_report(scan_report, path) if scan_report else scan_artifact(path)
-        meta = dict(_jsonable(dict(metadata or {})))
+        meta = dict(jsonable(dict(metadata or {})))
         with self.store.write() as conn:
             now = now_text()
             if conn.execute(select(models.c.name).where(models.c.name == name)).first() is None:
@@ -611,8 +620,6 @@ class Registry:
         """Every event about a model (``name``) or one version (``name@version``), in order."""
         name, selector = parse_ref(ref)
         if selector is None:
-            from bastion.store.events import EventFilter
-
             with self.store.read() as conn:
                 if conn.execute(select(models.c.name).where(models.c.name == name)).first() is None:
                     raise InputError(f"{name}: no such model in the registry ({self.store.display})")
@@ -622,8 +629,6 @@ class Registry:
                 if parse_ref(e.subject)[0] == name
             ]
         record = self.get(ref)
-        from bastion.store.events import EventFilter
-
         own = list_events(self.store, EventFilter(subject=record.ref))
         # Alias moves are recorded against the model; keep the ones that touched this version.
         moves = [
