@@ -164,12 +164,12 @@ def jsonl_rows(path: Path) -> RowStream:
     return stream
 
 
-def jsonable(value: Any) -> Any:
+def _jsonable(value: Any) -> Any:
     # Arrow values that JSON lacks get a fixed textual form, so equal data always hashes equally.
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
+        return [_jsonable(v) for v in value]
     if isinstance(value, bytes):
         return {"$bytes": value.hex()}
     if isinstance(value, float) and not math.isfinite(value):
@@ -206,7 +206,7 @@ def parquet_rows(path: Path) -> RowStream:
         try:
             for batch in pfile.iter_batches(batch_size=PARQUET_BATCH_ROWS):
                 for row in batch.to_pylist():
-                    yield canonical_json(jsonable(row))
+                    yield canonical_json(_jsonable(row))
         except Exception as exc:  # pyarrow's ArrowException family; nothing here raises InputError
             raise InputError(f"{path}: unreadable Parquet data ({one_line_reason(exc)})") from None
 
