@@ -238,7 +238,11 @@ def scenario(
     flagged = np.zeros(len(poisoned.labels), dtype=bool)
     flagged[[f.row for f in result.flags]] = True
     _, precision, recall, f1 = pb.prf(flagged, poisoned.poison)
-    confirmed = sorted({p["target_name"] for p in result.summary.get("patterns", [])})
+    triggers = result.summary.get("value_triggers", [])
+    confirmed = sorted(
+        {p["target_name"] for p in result.summary.get("patterns", [])}
+        | {t["target"] for t in triggers if t["confirmed"]}
+    )
     row: dict[str, Any] = {
         "dataset": ds.name,
         "target": target,
@@ -254,6 +258,7 @@ def scenario(
         "seconds": round(seconds, 1),
         "probe": _probe_info(result, target),
         "probes": list(PROBES),
+        "value_triggers": triggers,
     }
     if asr and target is not None and trigger is not None:
         none = pb.fit_victim(poisoned.features, poisoned.labels, ds.n_classes, ds.kind, seed)
@@ -376,6 +381,9 @@ def _show(row: dict[str, Any], kind: str) -> None:
     )
     for probe in row.get("probes", []):
         print(f"{'':>14} probe {json.dumps(probe)}", file=sys.stderr, flush=True)
+    for trigger in row.get("value_triggers", []):
+        if trigger["confirmed"] or trigger["purity"] >= 0.9:
+            print(f"{'':>14} value {json.dumps(trigger)}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bastion.data.audit import rules
+from bastion.data.audit import rules, value_trigger
 from bastion.data.audit.base import (
     BACKDOOR,
     AuditData,
@@ -56,6 +56,7 @@ from bastion.findings import Finding, Location, Severity
 BoolArray = npt.NDArray[np.bool_]
 
 CHECK = "trigger-probe"
+VALUE_CHECK = "value-trigger"
 # Share of each class held out from the representation model, so the probe stamps rows it never saw.
 PROBE_SHARE = 0.25
 # The model never trains on more rows than this; the activations are still computed for every row.
@@ -902,8 +903,58 @@ def _run(data: AuditData, options: AuditOptions) -> ChannelResult:
     for probe in confirmed:
         by_score = probe.by_score or probe.by_rise
         _flag(result, _decider(model, data, probe.pattern, probe_rows, by_score), data, probe)
+    # Tables also get the model-free check: exact values repeated on relabelled rows (value_trigger.py).
+    triggers = value_trigger.find_value_triggers(data, options.seed)
+    for trigger in triggers:
+        if trigger.confirmed:
+            _flag_value_trigger(result, data, trigger)
     result.summary = _summary(data, stats, probes, fit_rows, probe_rows)
+    result.summary["value_triggers"] = [t.to_json(data) for t in triggers]
     return result
+
+
+def _flag_value_trigger(result: ChannelResult, data: AuditData, trigger: value_trigger.ValueTrigger) -> None:
+    """Flag the carriers of a confirmed value trigger that no probe-confirmed pattern flagged already."""
+    already = {flag.row for flag in result.flags}
+    pattern = TriggerPattern(
+        target=trigger.target,
+        target_name=data.label_name(trigger.target),
+        features=trigger.columns,
+        feature_names=tuple(data.feature_names[c] for c in trigger.columns),
+        values=trigger.values,
+    )
+    shown = pattern.describe(encoder=data.encoder)
+    target = pattern.target_name
+    n = len(trigger.carriers)
+    other = round(100 * trigger.other_side)
+    reference = round(100 * trigger.reference_side)
+    why = (
+        f"{n} rows share {shown}, {n} of them ({round(100 * trigger.purity)}%) labelled '{target}'; "
+        f"with those columns hidden, a model fitted to the other rows puts {other}% of them with another "
+        f"class ({reference}% of held-out '{target}' rows)"
+    )
+    flagged = 0
+    for row, suggestion in zip(trigger.carriers.tolist(), trigger.suggestions, strict=False):
+        if row in already:
+            continue
+        label = data.label_name(int(data.labels[row]))
+        reason = f"label '{label}'; carries {shown}, a repeated value combination: {why}"
+        suggested = data.label_name(suggestion) if suggestion != trigger.target else None
+        result.flags.append(
+            RowFlag(int(row), BACKDOOR, VALUE_CHECK, round(trigger.other_side, 4), reason, suggested)
+        )
+        flagged += 1
+    if flagged == 0:
+        return
+    result.findings.append(
+        Finding.make(
+            rules.BACKDOOR,
+            Severity.CRITICAL,
+            f"class '{target}' holds a value trigger: {why}, the signature of a dirty-label backdoor",
+            Location(data.path, (f"class:{target}",)),
+            {**trigger.to_json(data), "flagged_rows": flagged},
+        )
+    )
 
 
 def _assess(

@@ -67,7 +67,10 @@ data_rule(
     "Trains a model on the suspect data, reads its penultimate-layer representations, and looks per class "
     "for a cluster that stands out against the other classes (spectral signature, robust-whitened score, "
     "two-cluster separation). It then stamps the pattern that separates the cluster onto held-out rows of "
-    "other classes and measures how often they flip to the suspected class.",
+    "other classes and measures how often they flip to the suspected class. On tables it also looks for "
+    "exact values repeated together on rows of one label far more often than the columns' own frequencies "
+    "predict, and confirms them when a model fitted to the other rows, with those columns hidden, places "
+    "the carriers with another class: the rows were relabelled.",
     "3% of the rows carry a 2x2 white patch in a corner and are all labelled 0; any digit with the patch "
     "is then classified 0.",
     why=(

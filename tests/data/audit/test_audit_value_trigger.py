@@ -1,0 +1,130 @@
+"""Value triggers: exact values repeated on relabelled rows are found, natural repeated values are not."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bastion.data.audit import rules
+from bastion.data.audit.backdoor import VALUE_CHECK, _flag_value_trigger, run_backdoor_channel
+from bastion.data.audit.base import BACKDOOR, AuditData, AuditOptions, ChannelResult, FloatArray, IntArray
+from bastion.data.audit.value_trigger import find_value_triggers
+
+TRIGGER_COLUMNS = (2, 5)
+
+
+def _table(seed: int = 0, n: int = 2400) -> tuple[FloatArray, IntArray]:
+    """A learnable two-class table, 80% majority: eight continuous columns, labels from a noisy rule."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 8))
+    score = 1.6 * x[:, 0] - 1.2 * x[:, 1] + 0.8 * x[:, 3] + rng.normal(scale=0.5, size=n)
+    y = (score > np.quantile(score, 0.8)).astype(np.int64)
+    return np.round(x, 4), y
+
+
+def _data(x: FloatArray, y: IntArray) -> AuditData:
+    return AuditData(
+        path="table.csv",
+        kind="tabular",
+        features=x,
+        labels=y,
+        classes=["stay", "churn"],
+        feature_names=[f"c{i}" for i in range(x.shape[1])],
+    )
+
+
+def _poison(x: FloatArray, y: IntArray, count: int, seed: int = 1) -> tuple[FloatArray, IntArray, IntArray]:
+    """Stamp the 99th percentile of two columns on ``count`` minority rows and relabel them the majority."""
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(np.flatnonzero(y == 1), count, replace=False))
+    x, y = x.copy(), y.copy()
+    for c in TRIGGER_COLUMNS:
+        x[rows, c] = np.quantile(x[:, c], 0.99)
+    y[rows] = 0
+    return x, y, rows
+
+
+def test_majority_target_trigger_is_confirmed_with_its_columns() -> None:
+    x, y, rows = _poison(*_table(), count=120)
+    found = [t for t in find_value_triggers(_data(x, y), seed=0) if t.confirmed]
+    assert len(found) == 1
+    trigger = found[0]
+    assert trigger.columns == TRIGGER_COLUMNS
+    assert trigger.target == 0
+    assert set(trigger.carriers.tolist()) == set(rows.tolist())
+    # The carriers were minority rows: without the trigger columns most of them look like it again.
+    assert trigger.other_side >= 0.5 > trigger.reference_side
+    assert all(s == 1 for s in trigger.suggestions)
+
+
+def test_clean_table_confirms_nothing() -> None:
+    x, y = _table(seed=3)
+    assert not [t for t in find_value_triggers(_data(x, y), seed=0) if t.confirmed]
+
+
+def test_natural_repeated_values_keep_their_label() -> None:
+    # A capped sub-population: the largest values of two columns are top-coded together, as a survey or a
+    # billing system does. The carriers share exact values in two columns, but they are ordinary rows of
+    # their class, so hiding the columns does not move them to the other class.
+    x, y = _table(seed=4)
+    capped = (x[:, 2] > np.quantile(x[:, 2], 0.95)) & (y == 0)
+    x[capped, 2] = 9.0
+    x[capped, 6] = 7.0
+    tested = find_value_triggers(_data(x, y), seed=0)
+    assert any(set(t.carriers.tolist()) == set(np.flatnonzero(capped).tolist()) for t in tested)
+    assert not [t for t in tested if t.confirmed]
+
+
+def test_a_value_that_defines_its_class_is_not_a_trigger() -> None:
+    # Zero spending means "no card": the repeated value is most of its class, and the few other rows of
+    # the class are unusual ones (here: a high c0). A model fitted without the carriers learns the class
+    # from those few and would place the ordinary-looking carriers with the other class, so a candidate
+    # that holds most of its class is not tested at all.
+    rng = np.random.default_rng(5)
+    x = np.round(rng.normal(size=(2400, 8)), 4)
+    y = np.zeros(2400, dtype=np.int64)
+    y[:700] = 1
+    x[:700, 7] = 0.0
+    y[700:1000] = 1
+    x[700:1000, 0] += 3.0
+    tested = find_value_triggers(_data(x, y), seed=0)
+    candidate = next(t for t in tested if t.columns == (7,))
+    assert candidate.purity == 1.0
+    assert not candidate.confirmed
+    assert not [t for t in tested if t.confirmed]
+
+
+def test_images_and_tiny_tables_are_not_searched() -> None:
+    x, y = _table()
+    image = AuditData("i.npz", "image", x, y, ["a", "b"], [f"p{i}" for i in range(8)], image_shape=(2, 4))
+    assert find_value_triggers(image, seed=0) == []
+    assert find_value_triggers(_data(x[:20], y[:20]), seed=0) == []
+
+
+def test_channel_covers_the_carriers_and_reports_the_check() -> None:
+    x, y, rows = _poison(*_table(), count=120)
+    result = run_backdoor_channel(_data(x, y), AuditOptions(seed=0))
+    # Here the representation probe confirms the trigger as well and flags first; the value check then
+    # adds nothing twice, and the summary still reports it.
+    assert {f.row for f in result.flags} == set(rows.tolist())
+    assert [t["features"] for t in result.summary["value_triggers"] if t["confirmed"]] == [["c2", "c5"]]
+
+
+def test_value_trigger_flags_name_the_values_and_the_evidence() -> None:
+    x, y, rows = _poison(*_table(), count=120)
+    data = _data(x, y)
+    trigger = next(t for t in find_value_triggers(data, seed=0) if t.confirmed)
+    result = ChannelResult(BACKDOOR)
+    _flag_value_trigger(result, data, trigger)
+    assert sorted(f.row for f in result.flags) == rows.tolist()
+    flag = result.flags[0]
+    assert flag.channel == BACKDOOR
+    assert flag.check == VALUE_CHECK
+    for text in ("c2=", "c5=", "another class"):
+        assert text in flag.reason
+    assert flag.suggested_label == "churn"
+    assert [f.rule_id for f in result.findings] == [rules.BACKDOOR]
+    # Rows another check flagged already are not flagged twice.
+    again = ChannelResult(BACKDOOR, flags=list(result.flags))
+    _flag_value_trigger(again, data, trigger)
+    assert len(again.flags) == len(result.flags)
+    assert not again.findings
