@@ -168,3 +168,26 @@ def test_clean_binary_table_with_a_weak_minority_names_no_pair() -> None:
     alone = np.asarray(find_label_issues(data.labels, evidence.model_probs), dtype=bool)
     assert len(result.flags) <= int(alone.sum())
     assert len(result.flags) < int((y == 1).sum())
+
+
+def test_rows_known_as_planted_teach_nothing_and_pull_in_no_genuine_rows() -> None:
+    # 90 rows of the first blob relabelled as the second: a backdoor's carriers once their trigger is
+    # confirmed. Learned from, they make the channel doubt genuine rows of the first blob; counted by
+    # confident learning, they make it prune as many genuine rows again.
+    x, y = _blobs(900, seed=2)
+    rng = np.random.default_rng(2)
+    planted = np.sort(rng.choice(np.flatnonzero(y == 0), 90, replace=False))
+    poisoned = y.copy()
+    poisoned[planted] = 1
+    known = np.zeros(len(y), dtype=bool)
+    known[planted] = True
+    data = _named(x, poisoned)
+    told = {f.row for f in run_label_channel(data, OPTIONS, known_poison=known).flags}
+    assert not told & set(planted.tolist())
+    # Without the planted rows at all, the channel flags the same few genuine rows.
+    keep = np.flatnonzero(~known)
+    alone = {int(keep[f.row]) for f in run_label_channel(_named(x[keep], y[keep]), OPTIONS).flags}
+    assert len(told ^ alone) <= 3
+    untold = {f.row for f in run_label_channel(data, OPTIONS).flags} - set(planted.tolist())
+    # Told nothing, the channel flags genuine rows of the first blob as well as the planted ones.
+    assert len(untold) > len(told)

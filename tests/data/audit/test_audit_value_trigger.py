@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from bastion.data.audit import rules
 from bastion.data.audit.backdoor import VALUE_CHECK, _flag_value_trigger, run_backdoor_channel
@@ -128,3 +129,28 @@ def test_value_trigger_flags_name_the_values_and_the_evidence() -> None:
     _flag_value_trigger(again, data, trigger)
     assert len(again.flags) == len(result.flags)
     assert not again.findings
+
+
+def test_audit_hands_the_confirmed_carriers_to_the_label_channel(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bastion.data.audit import label
+    from bastion.data.audit.base import CHANNELS, LABEL
+    from bastion.data.audit.run import run_audit
+
+    received: list[object] = []
+    original = label.run_label_channel
+
+    def spy(data: AuditData, options: AuditOptions, known_poison: object = None) -> object:
+        received.append(known_poison)
+        return original(data, options, known_poison)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(label, "run_label_channel", spy)
+    x, y, rows = _poison(*_table(), count=120)
+    result = run_audit(_data(x, y), AuditOptions(seed=0))
+    # The backdoor channel ran first, but the results keep the usual channel order.
+    assert list(result.channels) == list(CHANNELS)
+    backdoor_rows = {f.row for f in result.channels[BACKDOOR].flags}
+    assert backdoor_rows == set(rows.tolist())
+    # The label channel was told which rows are planted, and flags none of them.
+    assert len(received) == 1
+    assert set(np.flatnonzero(np.asarray(received[0])).tolist()) == backdoor_rows
+    assert not {f.row for f in result.channels[LABEL].flags} & backdoor_rows

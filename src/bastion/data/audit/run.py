@@ -7,6 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from bastion.data.audit.base import (
     BACKDOOR,
     INTEGRITY,
@@ -19,7 +22,8 @@ from bastion.data.audit.base import (
 )
 from bastion.findings import Finding, sort_findings
 
-ChannelRunner = Callable[[AuditData, AuditOptions, "AuditData | None"], ChannelResult]
+ChannelRunner = Callable[[AuditData, AuditOptions, "AuditData | None", "BoolArray | None"], ChannelResult]
+BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(slots=True)
@@ -85,10 +89,10 @@ def _runners() -> dict[str, ChannelRunner]:
     from bastion.data.audit import backdoor, integrity, label, outlier
 
     return {
-        LABEL: lambda d, o, ref: label.run_label_channel(d, o),
-        BACKDOOR: lambda d, o, ref: backdoor.run_backdoor_channel(d, o),
-        OUTLIER: lambda d, o, ref: outlier.run_outlier_channel(d, o),
-        INTEGRITY: lambda d, o, ref: integrity.run_integrity_channel(d, o, ref),
+        LABEL: lambda d, o, ref, poison: label.run_label_channel(d, o, poison),
+        BACKDOOR: lambda d, o, ref, poison: backdoor.run_backdoor_channel(d, o),
+        OUTLIER: lambda d, o, ref, poison: outlier.run_outlier_channel(d, o),
+        INTEGRITY: lambda d, o, ref, poison: integrity.run_integrity_channel(d, o, ref),
     }
 
 
@@ -111,8 +115,19 @@ def run_audit(
     runners = _runners()
     result = AuditResult(path=data.path, kind=data.kind, n_rows=data.n_rows, classes=list(data.classes))
     flags: list[RowFlag] = []
+    # The backdoor channel runs first: the rows it confirms are planted, and the label channel must not
+    # learn from them (a trigger's relabelled rows would teach it that their source class is the target,
+    # and it would flag the genuine rows of that class). Results keep the usual channel order.
+    order = sorted(options.channels, key=lambda name: name != BACKDOOR)
+    done: dict[str, ChannelResult] = {}
+    poison: BoolArray | None = None
+    for name in order:
+        done[name] = runners[name](data, options, reference, poison)
+        if name == BACKDOOR and done[name].flags:
+            poison = np.zeros(data.n_rows, dtype=bool)
+            poison[[f.row for f in done[name].flags if f.remove]] = True
     for name in options.channels:
-        channel = runners[name](data, options, reference)
+        channel = done[name]
         result.channels[name] = channel
         flags.extend(channel.flags)
         result.findings.extend(channel.findings)

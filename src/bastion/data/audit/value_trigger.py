@@ -49,8 +49,10 @@ MIN_LEVELS = 10
 UNIQUE_SHARE = 0.5
 SPIKE_RATIO = 5.0
 # Two spikes co-occur suspiciously when their joint count is this many times what independence predicts,
-# and at least one of them is held by SPIKE_RATIO times the column's median count per value.
-LIFT_MIN = 10.0
+# and at least one of them is held by SPIKE_RATIO times the column's median count per value. The lift of
+# a trigger on a share r of the rows is at most 1/r (its values are held by its carriers and few others),
+# so a high bar would miss exactly the heavy attacks: at 10% the lift is 10 at best.
+LIFT_MIN = 3.0
 # A further column joins the pattern when this share of the carriers hold one exact value there, and at
 # most EXTEND_OUT of the other rows.
 EXTEND_IN = 0.8
