@@ -53,6 +53,11 @@ SPIKE_RATIO = 5.0
 # a trigger on a share r of the rows is at most 1/r (its values are held by its carriers and few others),
 # so a high bar would miss exactly the heavy attacks: at 10% the lift is 10 at best.
 LIFT_MIN = 3.0
+# A trigger's values are held by its carriers and hardly anyone else, so the rows holding both values are
+# most of the rows holding either: their coverage (joint count squared over the product of the two counts,
+# the geometric mean of the two shares) is at least COVERAGE_MIN. Natural associations of common values
+# (a usual line count in plain-text mail) co-occur above chance but cover a small share of either value.
+COVERAGE_MIN = 0.25
 # A further column joins the pattern when this share of the carriers hold one exact value there, and at
 # most EXTEND_OUT of the other rows.
 EXTEND_IN = 0.8
@@ -165,7 +170,9 @@ def _seeds(x: FloatArray) -> list[tuple[tuple[int, ...], tuple[float, ...], floa
             joint = np.bincount(codes[f][both] * len(vg) + codes[g][both], minlength=len(vf) * len(vg))
             expected = np.outer(cf, cg).ravel() / n
             lift = joint / np.maximum(expected, 1e-12)
-            for k in np.flatnonzero((joint >= MIN_CARRIERS) & (lift >= LIFT_MIN)).tolist():
+            coverage = joint.astype(np.float64) ** 2 / np.outer(cf, cg).ravel()
+            chosen = (joint >= MIN_CARRIERS) & (lift >= LIFT_MIN) & (coverage >= COVERAGE_MIN)
+            for k in np.flatnonzero(chosen).tolist():
                 a, b = divmod(k, len(vg))
                 # Columns tied by a formula (a share rented and a share owned) co-occur at every value;
                 # a trigger value stands out in its own column too.
