@@ -191,3 +191,23 @@ def test_rows_known_as_planted_teach_nothing_and_pull_in_no_genuine_rows() -> No
     untold = {f.row for f in run_label_channel(data, OPTIONS).flags} - set(planted.tolist())
     # Told nothing, the channel flags genuine rows of the first blob as well as the planted ones.
     assert len(untold) > len(told)
+
+
+def test_wide_table_gets_the_model_family_that_explains_it_better() -> None:
+    from bastion.data.audit.label import BOOSTING, KERNEL, _families
+
+    # Four numeric columns carry an interaction (the sign of x0 * x1) that trees find and a kernel on
+    # principal components loses among 66 one-hot columns of a noise category.
+    rng = np.random.default_rng(4)
+    n = 1200
+    numeric = rng.normal(size=(n, 4))
+    onehot = np.eye(66)[rng.integers(0, 66, n)]
+    x = np.hstack([numeric, onehot])
+    y = (numeric[:, 0] * numeric[:, 1] > 0).astype(np.int64)
+    wide = _named(x, y)
+    assert _families(wide) == (KERNEL, BOOSTING)
+    assert _families(_named(numeric, y)) == (BOOSTING,)
+    assert _families(from_arrays(x, y, kind="image")) == (KERNEL,)
+    evidence = label_evidence(wide, OPTIONS)
+    assert evidence.model == BOOSTING
+    assert float((evidence.model_probs.argmax(axis=1) == y).mean()) >= 0.85
