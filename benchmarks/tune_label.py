@@ -1,0 +1,162 @@
+"""Tuning harness of the label channel's two newer choices, on the TUNING tables only.
+
+    python benchmarks/tune_label.py families [--datasets mlc_churn,attrition,lending_club,caravan]
+    python benchmarks/tune_label.py known-poison [--datasets wa_churn,creditcard,attrition,mlc_churn,default]
+
+``families``: for tables wider than 64 encoded columns the channel fits the kernel on principal components
+and boosting on the columns and keeps the lower out-of-fold log-loss. Per table and attack (clean, random
+flips 5/10/20%), the out-of-fold accuracy and log-loss of each family, the family chosen, and the F1 of the
+channel's flags with each family forced.
+
+``known-poison``: ``run_audit`` hands the rows the backdoor channel confirmed to the label channel. Per table,
+target (majority, minority) and rate (3%, 10%) of the benchmark's dirty-label backdoor, the label flags and
+the victim's attack success after removing every flagged row, without and with the hand-over.
+
+Tables are split and encoded as ``tune_backdoor.py`` does; the evaluation sets of ``poisoning.py`` are never
+loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import poison_attacks as pa  # noqa: E402
+import poisoning as pb  # noqa: E402
+import tune_backdoor as tb  # noqa: E402
+
+FAMILY_SETS = "mlc_churn,attrition,lending_club,caravan"
+POISON_SETS = "wa_churn,creditcard,attrition,mlc_churn,default"
+
+
+def _f1(flagged: Any, truth: Any) -> float:
+    return pb.prf(flagged, truth)[3]
+
+
+def _flags(result: Any, n: int) -> Any:
+    mask = np.zeros(n, dtype=bool)
+    mask[[f.row for f in result.flags]] = True
+    return mask
+
+
+def families(names: list[str]) -> None:
+    """Both families' out-of-fold fit and the channel's F1 with each, on wide tuning tables."""
+    from bastion.data.audit import label
+    from bastion.data.audit.base import AuditOptions
+
+    options = AuditOptions(seed=0)
+    chosen_by_default = label._families
+    print(
+        "| table | attack | kernel acc / log-loss | boosting acc / log-loss | chosen "
+        "| F1 kernel | F1 boosting |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name in names:
+        ds = tb.load(name, 0)
+        for attack, rate in (("clean", 0.0), ("random", 0.05), ("random", 0.10), ("random", 0.20)):
+            rng = np.random.default_rng([0, 5, int(rate * 100)])
+            if attack == "clean":
+                poisoned = pa.no_attack(ds.x_train, ds.y_train)
+            else:
+                poisoned = pa.random_flips(ds.x_train, ds.y_train, rate, ds.n_classes, rng)
+            data = tb.audit_data(ds, poisoned.features, poisoned.labels)
+            cells = {}
+            for family in (label.KERNEL, label.BOOSTING):
+                label._families = lambda _data, f=family: (f,)  # type: ignore[assignment]
+                try:
+                    evidence = label.label_evidence(data, options)
+                    result = label.run_label_channel(data, options)
+                finally:
+                    label._families = chosen_by_default
+                y = data.labels
+                given = np.clip(evidence.model_probs[np.arange(len(y)), y], 1e-6, 1.0)
+                accuracy = float((evidence.model_probs.argmax(axis=1) == y).mean())
+                f1 = _f1(_flags(result, len(y)), poisoned.poison) if poisoned.poison.any() else float("nan")
+                cells[family] = (accuracy, float(-np.log(given).mean()), f1)
+            chosen = label.label_evidence(data, options).model
+            k, b = cells[label.KERNEL], cells[label.BOOSTING]
+            print(
+                f"| {name} | {attack}@{rate:.2f} | {k[0]:.3f} / {k[1]:.4f} | {b[0]:.3f} / {b[1]:.4f} "
+                f"| {chosen} | {k[2]:.2f} | {b[2]:.2f} |",
+                flush=True,
+            )
+
+
+def known_poison(names: list[str]) -> None:
+    """Label flags and attack success after sanitizing, without and with the backdoor hand-over."""
+    from bastion.data.audit import label
+    from bastion.data.audit.base import LABEL, AuditOptions
+    from bastion.data.audit.run import run_audit
+
+    print("| table | target@rate | poison | label flags without / with | ASR without / with (oracle) |")
+    print("|---|---|---|---|---|")
+    fewer = lower = runs = 0
+    for name in names:
+        ds = tb.load(name, 0)
+        clean = pb.fit_victim(ds.x_train, ds.y_train, ds.n_classes, ds.kind, 0)
+        counts = np.bincount(ds.y_train)
+        for which, target in (("majority", int(np.argmax(counts))), ("minority", int(np.argmin(counts)))):
+            trigger, flip = tb.choose_trigger(ds, clean, target)
+            if flip >= pb.MAX_CLEAN_FLIP:
+                continue  # a natural trigger: its attack success says nothing about poison
+            for rate in (0.03, 0.10):
+                rng = np.random.default_rng([0, 11, int(rate * 100)])
+                poisoned = pa.backdoor(ds.x_train, ds.y_train, rate, trigger, target, rng)
+                data = tb.audit_data(ds, poisoned.features, poisoned.labels)
+                options = AuditOptions(seed=0)
+                audit = run_audit(data, options)
+                n = len(poisoned.labels)
+                with_rows = {f.row for f in audit.channels[LABEL].flags}
+                without_rows = {f.row for f in label.run_label_channel(data, options).flags}
+                others = set(audit.removed_rows) - with_rows
+                masks = []
+                for rows in (others | without_rows, set(audit.removed_rows)):
+                    mask = np.zeros(n, dtype=bool)
+                    mask[list(rows)] = True
+                    masks.append(mask)
+                masks.append(poisoned.poison)
+                asr = []
+                for mask in masks:
+                    victim = pb.fit_victim(
+                        poisoned.features[~mask], poisoned.labels[~mask], ds.n_classes, ds.kind, 0
+                    )
+                    asr.append(pb.attack_success(victim, ds, trigger, target))
+                runs += 1
+                fewer += len(with_rows) < len(without_rows)
+                lower += asr[1] < asr[0]
+                print(
+                    f"| {name} | {which}@{rate:.2f} | {poisoned.n_poison} "
+                    f"| {len(without_rows)} / {len(with_rows)} "
+                    f"| {asr[0]:.3f} / {asr[1]:.3f} ({asr[2]:.3f}) |",
+                    flush=True,
+                )
+    print(
+        f"\nFewer label flags with the hand-over in {fewer} of {runs} runs; lower attack success in {lower}."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one of the two harnesses."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=("families", "known-poison"))
+    parser.add_argument("--datasets", default=None)
+    args = parser.parse_args(argv)
+    if args.mode == "families":
+        families((args.datasets or FAMILY_SETS).split(","))
+    else:
+        known_poison((args.datasets or POISON_SETS).split(","))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
