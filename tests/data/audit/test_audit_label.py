@@ -10,6 +10,7 @@ from bastion.data.audit import rules
 from bastion.data.audit.base import LABEL, AuditData, AuditOptions
 from bastion.data.audit.label import (
     class_recognition,
+    contested_pair,
     dominant_pair,
     label_evidence,
     out_of_sample_probabilities,
@@ -211,3 +212,70 @@ def test_wide_table_gets_the_model_family_that_explains_it_better() -> None:
     evidence = label_evidence(wide, OPTIONS)
     assert evidence.model == BOOSTING
     assert float((evidence.model_probs.argmax(axis=1) == y).mean()) >= 0.85
+
+
+def _overlapping(sizes: tuple[int, ...], distance: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    # ant and bee overlap (their centres `distance` apart, unit spread); cat and dog sit far away.
+    rng = np.random.default_rng(seed)
+    centres = [
+        np.zeros(8),
+        np.r_[distance, np.zeros(7)],
+        np.r_[0.0, 8.0, np.zeros(6)],
+        np.r_[0.0, -8.0, np.zeros(6)],
+    ]
+    x = np.vstack([rng.normal(c, 1.0, (n, 8)) for c, n in zip(centres, sizes, strict=False)])
+    return x, np.repeat(np.arange(len(sizes)), sizes)
+
+
+def test_half_flip_between_overlapping_classes_is_read_from_the_class_that_keeps_a_core() -> None:
+    # Half of ant relabelled bee: ant's region now carries both labels equally, and confident learning flags
+    # the genuine ant rows there as much as the flipped ones. Bee keeps its own region, ant does not.
+    x, y = _overlapping((200, 400, 300), 2.0, seed=0)
+    rng = np.random.default_rng(0)
+    rows = rng.choice(np.flatnonzero(y == 0), 100, replace=False)
+    noisy = y.copy()
+    noisy[rows] = 1
+    result = run_label_channel(_named(x, noisy), OPTIONS)
+    flagged = {f.row for f in result.flags}
+    hits = flagged & set(rows.tolist())
+    assert result.summary["dominant_pair"] == {"given": "bee", "suggested": "ant"}
+    assert len(hits) >= 30
+    assert len(hits) >= 0.6 * len(flagged)
+    # The genuine ant rows are kept: flags on rows still labelled ant are rare.
+    assert sum(noisy[row] == 0 for row in flagged) <= 0.1 * len(flagged)
+
+
+def _contested(ant_bee: int, bee_ant: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    # 100 ant, 300 bee, 100 cat rows; the first `ant_bee` ant rows lean to bee, the first `bee_ant` bee rows
+    # lean to ant; confident learning proposed every leaning row.
+    labels = np.repeat([0, 1, 2], [100, 300, 100])
+    blended = np.zeros((500, 3))
+    blended[np.arange(500), labels] = 0.9
+    blended[labels == 2, 0] = 0.1
+    blended[labels != 2, 2] = 0.1
+    ant, bee = np.flatnonzero(labels == 0)[:ant_bee], np.flatnonzero(labels == 1)[:bee_ant]
+    blended[ant] = [0.35, 0.6, 0.05]
+    blended[bee] = [0.6, 0.35, 0.05]
+    suggested = np.where(labels == 0, 1, 0)
+    suggested[labels == 2] = 0
+    proposed = np.zeros(500, dtype=bool)
+    proposed[ant] = proposed[bee] = True
+    return labels, blended, suggested, proposed
+
+
+def test_contested_pair_reads_direction_from_the_shares() -> None:
+    # 90 of 100 ant rows lean to bee but only 60 of 300 bee rows lean to ant: bee rows are the flipped ones.
+    labels, blended, suggested, proposed = _contested(90, 60)
+    assert contested_pair(labels, blended, suggested, proposed, None) == ((1, 0), True)
+    # ... even when confident learning's own count points the other way.
+    assert contested_pair(labels, blended, suggested, proposed, (0, 1)) == ((1, 0), True)
+    # Shares too close to call: the ordered pair (or none) stands.
+    labels, blended, suggested, proposed = _contested(40, 60)
+    assert contested_pair(labels, blended, suggested, proposed, None) == (None, False)
+    assert contested_pair(labels, blended, suggested, proposed, (0, 1)) == ((0, 1), False)
+    # Two classes: unchanged, an unpredictable minority is contested on clean tables too.
+    two = labels < 2
+    assert contested_pair(labels[two], blended[two][:, :2], suggested[two], proposed[two], None) == (
+        None,
+        False,
+    )

@@ -217,3 +217,31 @@ def test_nans_imputed(tmp_path: Path) -> None:
 def test_bad_backend(poisoned_csv: tuple[Path, set[int], set[int], list[tuple[int, int]]]) -> None:
     with pytest.raises(UsageError, match="backend"):
         stream_audit(poisoned_csv[0], "label", options=OPTIONS, backend="spark")
+
+
+def test_half_flip_keeps_the_relabelled_class_rows(tmp_path: Path) -> None:
+    # Half of ant relabelled bee, ant and bee overlapping: as in memory, the pair is read from the class
+    # that keeps its own region, and the genuine ant rows are not flagged.
+    rng = np.random.default_rng(0)
+    sizes = (600, 1200, 900, 900)
+    centres = [
+        np.zeros(8),
+        np.r_[2.0, np.zeros(7)],
+        np.r_[0.0, 8.0, np.zeros(6)],
+        np.r_[0.0, -8.0, np.zeros(6)],
+    ]
+    x = np.vstack([rng.normal(c, 1.0, (n, 8)) for c, n in zip(centres, sizes, strict=True)])
+    y = np.repeat(np.arange(4), sizes)
+    noisy = y.copy()
+    noisy[rng.choice(np.flatnonzero(y == 0), 300, replace=False)] = 1
+    frame = pd.DataFrame(np.round(x, 6), columns=[f"x{i}" for i in range(8)])
+    frame["label"] = np.array(["ant", "bee", "cat", "dog"])[noisy]
+    path = tmp_path / "half.csv"
+    frame.to_csv(path, index=False)
+    result = stream_audit(path, "label", options=AuditOptions(channels=(LABEL,)), chunk_rows=1000, workers=1)
+    channel = result.channels[LABEL]
+    flagged = {f.row for f in channel.flags}
+    flipped = set(np.flatnonzero(noisy != y).tolist())
+    assert channel.summary["dominant_pair"] == {"given": "bee", "suggested": "ant"}
+    assert len(flagged & flipped) >= 0.6 * len(flagged)
+    assert sum(noisy[row] == 0 for row in flagged) <= 0.1 * len(flagged)

@@ -16,6 +16,16 @@ pair is trusted only when the model recognises its given class (the rows labelle
 at least PAIR_GIVEN_RECOGNISED of it): a class the model cannot tell apart says nothing about its rows.
 For the same reason the overwhelming-evidence rule (STRONG_GIVEN_MAX) applies only to recognised classes.
 
+When half of a class is relabelled, its region holds as many rows of the wrong label as of the right one and
+confident learning splits its flags between the pair's two directions, so neither direction dominates. With
+three or more classes the channel then reads the pair as a whole (`contested_pair`): if its two directions
+together hold most flags, the flipped direction is the one whose given class keeps a clean core elsewhere.
+The relabelled class has no such core: nearly all of its remaining rows look like the other class, while
+only a minority of the other class's rows look like it. The same reading corrects the direction of a
+dominant pair when two overlapping classes make confident learning flag the relabelled class's genuine
+rows rather than the flipped ones. Two classes are excluded: there an unpredictable minority class is
+contested on clean tables too.
+
 Rows the backdoor channel confirmed (a trigger's carriers) are handed over as known poison: the model and
 the neighbour vote never learn from them and the selection runs without them. A dirty-label trigger's rows
 come from other classes, so learning from them makes genuine rows of those classes look mislabelled, and
@@ -81,6 +91,10 @@ PAIR_MIN_ROWS = 5
 # Inside a dominant pair a row is flagged when the blended probability of the pair's source class is at
 # least this (rather than needing confident learning's agreement).
 PAIR_SUGGEST_MIN = 0.3
+# A contested pair (three or more classes): the relabelled class has at least CONTESTED_MIN of its rows
+# suggested as the other class, and at least CONTESTED_RATIO times the share of the other direction.
+CONTESTED_MIN = 0.5
+CONTESTED_RATIO = 2.0
 # A class is "recognised" when the rows labelled with it get on average at least this probability of it.
 # With two classes a pair is trusted only when its given class is recognised (on lending_club the minority
 # class averages 0.09 and the "dominant pair" flagged 4.7% of a clean table, none of it poison), and the
@@ -369,6 +383,49 @@ def dominant_pair(
     return pair
 
 
+def contested_pair(
+    labels: IntArray,
+    blended: FloatArray,
+    suggested: IntArray,
+    proposed: BoolArray,
+    ordered: tuple[int, int] | None,
+) -> tuple[tuple[int, int] | None, bool]:
+    """The (given, suggested) direction of a flipped class pair, read from which class keeps a clean core.
+
+    ``ordered`` is the pair `dominant_pair` found (or None); ``proposed`` are confident learning's flags.
+    Without an ordered pair, the two directions of one pair must together hold most of the flags. A
+    direction's contested share is the share of its given class's rows suggested as the other class with
+    at least PAIR_SUGGEST_MIN of it. A relabelled class is almost all contested, while the class its rows
+    were moved into keeps its own rows and so a smaller share: when the shares say so clearly, that class's
+    direction is returned, even against ``ordered``, which a half flip between overlapping classes can point
+    the wrong way, together with True. Otherwise ``ordered`` stands, with False. Two classes return
+    ``ordered`` unchanged.
+    """
+    if blended.shape[1] <= 2:
+        return ordered, False
+    if ordered is not None:
+        a, b = ordered
+    else:
+        joint: dict[tuple[int, int], int] = {}
+        for (g, s), count in pair_counts(labels[proposed], suggested[proposed]).items():
+            key = (min(g, s), max(g, s))
+            joint[key] = joint.get(key, 0) + count
+        if not joint:
+            return None, False
+        (a, b), top = max(joint.items(), key=lambda item: item[1])
+        if top < PAIR_MIN_ROWS or top < PAIR_MIN_SHARE * sum(joint.values()):
+            return None, False
+
+    def share(g: int, s: int) -> float:
+        rows = (labels == g) & (suggested == s) & (blended[:, s] >= PAIR_SUGGEST_MIN)
+        return float(rows.sum()) / max(int((labels == g).sum()), 1)
+
+    for (g, s), (h, t) in (((a, b), (b, a)), ((b, a), (a, b))):
+        if share(h, t) >= CONTESTED_MIN and share(g, s) * CONTESTED_RATIO <= share(h, t):
+            return (g, s), True
+    return ordered, False
+
+
 def class_recognition(labels: IntArray, probs: FloatArray) -> FloatArray:
     """Per class, the mean probability of that class over the rows labelled with it (1.0 when absent)."""
     out = np.ones(probs.shape[1], dtype=np.float64)
@@ -400,10 +457,15 @@ def select_flags(labels: IntArray, evidence: LabelEvidence) -> tuple[BoolArray, 
     # The pair is read off confident learning on the blend: both views together name it more reliably.
     cl = _confident_learning(labels, blended)
     pair = dominant_pair(pair_counts(labels[cl], suggested[cl]), blended.shape[1], recognised)
+    pair, contested = contested_pair(labels, blended, suggested, cl, pair)
     if pair is not None:
         g, s = pair
         in_pair = (labels == g) & (suggested == s) & (blended[:, s] >= PAIR_SUGGEST_MIN)
         flagged |= in_pair
+        if contested:
+            # The relabelled class's own rows look like the other class only because half its region now
+            # carries the other label: they are the rows to keep, unless the evidence against them is strong.
+            flagged &= ~((labels == s) & (suggested == g) & ~strong)
     return flagged, pair
 
 

@@ -365,6 +365,7 @@ class ChunkState:
     sample_rows: IntArray | None = None  # sorted global rows of the sample ...
     sample_probs: FloatArray | None = None  # ... and their out-of-sample probabilities
     pair: tuple[int, int] | None = None  # the dominant (given, suggested) pair found on the sample
+    pair_contested: bool = False  # the pair's direction was read from the classes' contested shares
     outlier_model: Any = None
     outlier_cut: float = math.inf
     profiles: dict[str, Any] | None = None  # column -> drift.ColumnProfile of the reference
@@ -454,13 +455,18 @@ def cl_thresholds(probs: FloatArray, labels: IntArray, n_classes: int) -> FloatA
 
 
 def label_decisions(
-    probs: FloatArray, labels: IntArray, thresholds: FloatArray, pair: tuple[int, int] | None
+    probs: FloatArray,
+    labels: IntArray,
+    thresholds: FloatArray,
+    pair: tuple[int, int] | None,
+    contested: bool = False,
 ) -> tuple[BoolArray, BoolArray, IntArray]:
     """(flagged, confident-learning off-diagonal, suggested class) per row, the label channel's rule.
 
     A row is off-diagonal in the confident joint when its given class is below its threshold and some other
     class reaches its own; it is flagged as the in-memory channel does: off-diagonal and the given class
-    improbable, or the given class very improbable on its own, or inside the dominant pair.
+    improbable, or the given class very improbable on its own, or inside the dominant pair. A ``contested``
+    pair also keeps the relabelled class's own rows, as `label.select_flags` does.
     """
     rows = np.arange(labels.shape[0])
     given = probs[rows, labels]
@@ -473,10 +479,13 @@ def label_decisions(
     # As in memory: the overwhelming-evidence rule only for classes the model recognises (the per-class
     # threshold is the mean probability a class's rows get of it), else a weak minority is all flagged.
     recognised = thresholds[labels] >= label_channel.PAIR_GIVEN_RECOGNISED
-    flagged = (cl & (given < AGREE_GIVEN_MAX)) | ((given < label_channel.STRONG_GIVEN_MAX) & recognised)
+    strong = (given < label_channel.STRONG_GIVEN_MAX) & recognised
+    flagged = (cl & (given < AGREE_GIVEN_MAX)) | strong
     if pair is not None:
         g, s = pair
         flagged |= (labels == g) & (suggested == s) & (probs[:, s] >= label_channel.PAIR_SUGGEST_MIN)
+        if contested:
+            flagged &= ~((labels == s) & (suggested == g) & ~strong)
     flagged &= others[rows, suggested] > given
     return flagged, cl, suggested
 
@@ -536,6 +545,7 @@ def _fit_state(
         pair = label_channel.dominant_pair(
             label_channel.pair_counts(y[train][cl], suggested[cl]), n_classes, thresholds
         )
+        pair, contested = label_channel.contested_pair(y[train], oos, suggested, cl, pair)
         state = _replace(
             state,
             label_model=backend.get(final),
@@ -544,6 +554,7 @@ def _fit_state(
             sample_rows=sample.rows[train],
             sample_probs=oos,
             pair=pair,
+            pair_contested=contested,
         )
         info["label_folds"] = int(label_channel.effective_folds(y[train], options.folds))
         info["thresholds"] = {classes[c]: round(float(t), 4) for c, t in enumerate(thresholds)}
@@ -608,7 +619,7 @@ def _label_flags(
     probs[hit] = state.sample_probs[at[hit]]
     valid = labels >= 0
     safe = np.where(valid, labels, 0)
-    flagged, _, suggested = label_decisions(probs, safe, state.thresholds, state.pair)
+    flagged, _, suggested = label_decisions(probs, safe, state.thresholds, state.pair, state.pair_contested)
     flagged &= valid & state.judged[safe]
     index = np.arange(labels.shape[0])
     given_p = probs[index, safe]
