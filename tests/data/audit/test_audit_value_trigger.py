@@ -154,3 +154,42 @@ def test_audit_hands_the_confirmed_carriers_to_the_label_channel(monkeypatch: py
     assert len(received) == 1
     assert set(np.flatnonzero(np.asarray(received[0])).tolist()) == backdoor_rows
     assert not {f.row for f in result.channels[LABEL].flags} & backdoor_rows
+
+
+def test_counter_examples_of_a_trigger_are_kept_out_of_the_quarantine() -> None:
+    # Minority rows with a far larger c2 than the trigger's: the outlier channel finds them unusual, but they
+    # are what tells a model that a high c2 does not mean "stay", so sanitizing keeps them (flagged, for
+    # review) and says why.
+    from bastion.data.audit.base import OUTLIER
+    from bastion.data.audit.run import run_audit
+
+    x, y, rows = _poison(*_table(), count=120)
+    rng = np.random.default_rng(5)
+    honest = rng.choice(np.setdiff1d(np.flatnonzero(y == 1), rows), 8, replace=False)
+    x[honest, 2] = 25.0 + rng.normal(size=8)
+    data = _data(x, y)
+    result = run_audit(data, AuditOptions(seed=0))
+    outlier = {f.row: f for f in result.channels[OUTLIER].flags}
+    assert set(honest.tolist()) <= set(outlier)
+    for row in honest.tolist():
+        assert not outlier[row].remove
+        assert "kept: labelled 'churn' with c2" in outlier[row].reason
+        assert row not in result.removed_rows
+    assert set(rows.tolist()) <= set(result.removed_rows)
+    assert result.channels[BACKDOOR].summary["kept_counterexamples"] >= 8
+    assert result.channels[OUTLIER].summary["kept_counterexamples"] >= 8
+
+
+def test_counter_examples_need_a_value_beyond_the_trigger_on_its_side() -> None:
+    from bastion.data.audit.backdoor import TriggerPattern, counterexamples
+
+    x = np.array([[0.0], [1.0], [2.0], [3.0], [5.0], [-5.0], [5.0]])
+    y = np.array([1, 1, 1, 1, 1, 1, 0])
+    data = _data(x, y)
+    high = TriggerPattern(0, "stay", (0,), ("c0",), (3.0,))
+    # Rows at or above 3 not labelled "stay"; the carrier (row 3) is the poison itself.
+    assert set(counterexamples(data, high, {3})) == {4}
+    low = TriggerPattern(0, "stay", (0,), ("c0",), (-1.0,))
+    assert set(counterexamples(data, low, set())) == {5}
+    # A trigger value at the median is not unusual: nothing to keep.
+    assert counterexamples(data, TriggerPattern(0, "stay", (0,), ("c0",), (2.0,)), set()) == {}
