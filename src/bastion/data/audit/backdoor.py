@@ -908,72 +908,21 @@ def _run(data: AuditData, options: AuditOptions) -> ChannelResult:
     for trigger in triggers:
         if trigger.confirmed:
             _flag_value_trigger(result, data, trigger)
-    if data.kind == "tabular":
-        patterns = [p.pattern for p in confirmed]
-        patterns += [_value_pattern(data, t) for t in triggers if t.confirmed]
-        carriers = {flag.row for flag in result.flags}
-        for pattern in patterns:
-            for row, why in counterexamples(data, pattern, carriers).items():
-                result.keep.setdefault(row, why)
     result.summary = _summary(data, stats, probes, fit_rows, probe_rows)
     result.summary["value_triggers"] = [t.to_json(data) for t in triggers]
-    result.summary["kept_counterexamples"] = len(result.keep)
     return result
 
 
-def counterexamples(data: AuditData, pattern: TriggerPattern, carriers: set[int]) -> dict[int, str]:
-    """Rows of other classes that already hold one of a confirmed trigger's values, or a more extreme one.
-
-    A trigger works because the model learns that its values mean the target class. Genuine rows of other
-    classes that hold such values teach it the opposite, and an outlier detector finds exactly them unusual
-    (seen on the poisoning benchmark's email table: quarantining 12 ham rows with extreme `exclaim_mess`
-    next to the poison took the attack success from 6% to 100%). A value is "beyond" the trigger's when it
-    lies on the trigger's side of the column's median and at least as far; a trigger value equal to the
-    median says nothing.
-    """
-    x = np.asarray(data.features, dtype=np.float64)
-    beyond = np.zeros(data.n_rows, dtype=bool)
-    held: list[str] = []
-    for column, value in zip(pattern.features, pattern.values, strict=True):
-        median = float(np.median(x[:, column]))
-        if value > median:
-            here = x[:, column] >= value
-        elif value < median:
-            here = x[:, column] <= value
-        else:
-            continue
-        beyond |= here
-        held.append(pattern.feature_names[list(pattern.features).index(column)])
-    beyond &= data.labels != pattern.target
-    beyond[list(carriers)] = False
-    if not held:
-        return {}
-    target = pattern.target_name
-    kept: dict[int, str] = {}
-    for row in np.flatnonzero(beyond).tolist():
-        label = data.label_name(int(data.labels[row]))
-        kept[int(row)] = (
-            f"kept: labelled '{label}' with {' or '.join(held)} at or beyond the confirmed trigger's value, "
-            f"it teaches a model that the trigger does not mean '{target}'"
-        )
-    return kept
-
-
-def _value_pattern(data: AuditData, trigger: value_trigger.ValueTrigger) -> TriggerPattern:
-    """A confirmed value trigger as a stampable pattern."""
-    return TriggerPattern(
+def _flag_value_trigger(result: ChannelResult, data: AuditData, trigger: value_trigger.ValueTrigger) -> None:
+    """Flag the carriers of a confirmed value trigger that no probe-confirmed pattern flagged already."""
+    already = {flag.row for flag in result.flags}
+    pattern = TriggerPattern(
         target=trigger.target,
         target_name=data.label_name(trigger.target),
         features=trigger.columns,
         feature_names=tuple(data.feature_names[c] for c in trigger.columns),
         values=trigger.values,
     )
-
-
-def _flag_value_trigger(result: ChannelResult, data: AuditData, trigger: value_trigger.ValueTrigger) -> None:
-    """Flag the carriers of a confirmed value trigger that no probe-confirmed pattern flagged already."""
-    already = {flag.row for flag in result.flags}
-    pattern = _value_pattern(data, trigger)
     shown = pattern.describe(encoder=data.encoder)
     target = pattern.target_name
     n = len(trigger.carriers)

@@ -79,8 +79,6 @@ class ChannelResult:
     flags: list[RowFlag] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
-    # Rows this channel asks sanitizing to keep, with why: the outlier channel's removals become reviews.
-    keep: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

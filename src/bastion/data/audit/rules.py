@@ -86,10 +86,7 @@ data_rule(
     Severity.MEDIUM,
     "Rows far from the rest of the data in feature space.",
     "Scores every row with an isolation forest and a per-feature robust z-score, and flags rows beyond a "
-    "robust threshold (median plus a multiple of the MAD), never a fixed contamination share. On a table "
-    "with a confirmed backdoor trigger, an outlier of another class that holds one of the trigger's values "
-    "or a more extreme one is flagged for review but kept: it is what teaches a model that the trigger does "
-    "not mean the attacker's class, and quarantining it makes the backdoor stronger.",
+    "robust threshold (median plus a multiple of the MAD), never a fixed contamination share.",
     "Injected points at five standard deviations from the mean, with random labels.",
 )
 data_rule(

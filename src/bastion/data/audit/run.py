@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -104,21 +104,6 @@ def join_flags(flags: list[RowFlag]) -> list[RowReport]:
     return [RowReport(row, by_row[row]) for row in sorted(by_row)]
 
 
-def _keep(channel: ChannelResult, keep: dict[int, str]) -> None:
-    """Turn the channel's removal flags on rows another channel asked to keep into review-only flags.
-
-    Only the outlier channel's: a row is unusual there for its values alone, and the rows the backdoor
-    channel keeps are unusual precisely because they hold a trigger's values with an honest label.
-    """
-    kept = 0
-    for i, flag in enumerate(channel.flags):
-        if flag.remove and flag.row in keep:
-            channel.flags[i] = replace(flag, remove=False, reason=f"{flag.reason}; {keep[flag.row]}")
-            kept += 1
-    if kept:
-        channel.summary["kept_counterexamples"] = kept
-
-
 def run_audit(
     data: AuditData, options: AuditOptions | None = None, reference: AuditData | None = None
 ) -> AuditResult:
@@ -141,8 +126,6 @@ def run_audit(
         if name == BACKDOOR and done[name].flags:
             poison = np.zeros(data.n_rows, dtype=bool)
             poison[[f.row for f in done[name].flags if f.remove]] = True
-    if BACKDOOR in done and OUTLIER in done:
-        _keep(done[OUTLIER], done[BACKDOOR].keep)
     for name in options.channels:
         channel = done[name]
         result.channels[name] = channel
