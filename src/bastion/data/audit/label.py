@@ -458,15 +458,31 @@ def select_flags(labels: IntArray, evidence: LabelEvidence) -> tuple[BoolArray, 
     cl = _confident_learning(labels, blended)
     pair = dominant_pair(pair_counts(labels[cl], suggested[cl]), blended.shape[1], recognised)
     pair, contested = contested_pair(labels, blended, suggested, cl, pair)
-    if pair is not None:
-        g, s = pair
-        in_pair = (labels == g) & (suggested == s) & (blended[:, s] >= PAIR_SUGGEST_MIN)
-        flagged |= in_pair
-        if contested:
-            # The relabelled class's own rows look like the other class only because half its region now
-            # carries the other label: they are the rows to keep, unless the evidence against them is strong.
-            flagged &= ~((labels == s) & (suggested == g) & ~strong)
-    return flagged, pair
+    return apply_pair(flagged, labels, blended, suggested, pair, contested, strong), pair
+
+
+def apply_pair(
+    flagged: BoolArray,
+    labels: IntArray,
+    probs: FloatArray,
+    suggested: IntArray,
+    pair: tuple[int, int] | None,
+    contested: bool,
+    strong: BoolArray,
+) -> BoolArray:
+    """The pair's part of the rule, shared with the streamed audit: flag the pair's rows, keep the others.
+
+    Inside the (given, suggested) pair a row is flagged when ``probs`` gives the suggested class at least
+    PAIR_SUGGEST_MIN. After a contested reading the relabelled class's own rows are unflagged unless
+    ``strong``: they look like the other class only because half their region now carries its label.
+    """
+    if pair is None:
+        return flagged
+    g, s = pair
+    out: BoolArray = flagged | ((labels == g) & (suggested == s) & (probs[:, s] >= PAIR_SUGGEST_MIN))
+    if contested:
+        out &= ~((labels == s) & (suggested == g) & ~strong)
+    return out
 
 
 def run_label_channel(

@@ -481,11 +481,7 @@ def label_decisions(
     recognised = thresholds[labels] >= label_channel.PAIR_GIVEN_RECOGNISED
     strong = (given < label_channel.STRONG_GIVEN_MAX) & recognised
     flagged = (cl & (given < AGREE_GIVEN_MAX)) | strong
-    if pair is not None:
-        g, s = pair
-        flagged |= (labels == g) & (suggested == s) & (probs[:, s] >= label_channel.PAIR_SUGGEST_MIN)
-        if contested:
-            flagged &= ~((labels == s) & (suggested == g) & ~strong)
+    flagged = label_channel.apply_pair(flagged, labels, probs, suggested, pair, contested, strong)
     flagged &= others[rows, suggested] > given
     return flagged, cl, suggested
 
