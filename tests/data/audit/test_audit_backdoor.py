@@ -8,8 +8,10 @@ import pytest
 from bastion.data.audit import rules
 from bastion.data.audit.backdoor import (
     TriggerPattern,
+    _ablation_decides,
     _ablation_informative,
     _decider,
+    _Probe,
     attack_success_rate,
     run_backdoor_channel,
 )
@@ -261,3 +263,31 @@ def test_ablation_is_uninformative_for_a_value_only_its_carriers_hold() -> None:
     high = float(np.percentile(features[:, 0], 95))
     tail = TriggerPattern(0, "a", (0,), ("x",), (high,), (0.05,))
     assert _ablation_informative(data, tail, rows)
+
+
+def _probe_with(flip: float, control: float, ablated: float, by_score: bool = False) -> _Probe:
+    pattern = TriggerPattern(1, "b", (0,), ("x",), (2.0,), (0.05,))
+    probe = _Probe(pattern, np.arange(20, dtype=np.int64), flip, control, 500, by_score, 1.0)
+    probe.ablated_rate = ablated
+    return probe
+
+
+def test_ablation_must_take_away_most_of_the_lead_over_the_control() -> None:
+    # A trigger is learned from its carriers alone: retrained without them, the model flips as few rows as
+    # an unrelated stamp does.
+    assert _probe_with(flip=0.70, control=0.01, ablated=0.05).confirmed
+    # The numbers of `balance` on Default with 20% of its labels flipped at random: the drop (0.41) is
+    # large, but the retrained model keeps 42% of the natural predictor's lead over the control.
+    assert not _probe_with(flip=0.70, control=0.01, ablated=0.30).confirmed
+    # Below the control is fine: a saturated model flips many rows for any stamp (creditcard, majority).
+    assert _probe_with(flip=1.0, control=0.62, ablated=0.48).confirmed
+
+
+def test_a_rare_value_is_decided_only_while_the_controls_leave_most_rows_alone() -> None:
+    # A patch on a corner that is always 0 (the digits as a table): the control stamps flip nothing.
+    assert _ablation_decides(_probe_with(1.0, 0.001, 0.0), rare=True)
+    # `addr_state = DE` on lending_club with 20% random flips: any rare value flips most rows.
+    assert not _ablation_decides(_probe_with(0.94, 0.60, 0.25), rare=True)
+    # In score mode a rare value is never decided; a value other rows hold always is.
+    assert not _ablation_decides(_probe_with(1.0, 0.0, 0.0, by_score=True), rare=True)
+    assert _ablation_decides(_probe_with(0.94, 0.60, 0.25), rare=False)

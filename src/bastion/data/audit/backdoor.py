@@ -106,8 +106,14 @@ SEED_ENRICHMENT = 10.0
 SEED_GRID = np.linspace(0.02, 0.98, 49)
 # Ablation: a trigger is learned from its carriers alone. Retrained without them, the model must lose at
 # least ABLATION_DROP of the flip rate; a natural predictor (a high interest rate means a bad loan) is
-# learned from the rest of the data as well and keeps flipping rows.
+# learned from the rest of the data as well and keeps flipping rows. It must also keep at most
+# ABLATION_KEEP of the pattern's lead over the control stamps: on Default with 20% of its labels flipped at
+# random, the natural predictor `balance` flipped 70% of the held-out rows (control 1%) and, since the
+# noise left few genuine defaulters outside the carriers, still 29% after the retrain, a drop of 0.41 but
+# 42% of the lead kept. Real triggers on the tuning tables (`benchmarks/tune_backdoor.py --seeds 0,1`)
+# kept at most 18%.
 ABLATION_DROP = 0.3
+ABLATION_KEEP = 1.0 / 3.0
 # Rise test (the fallback when no flip probe confirms): on each held-out row of another class, the rise in
 # the target's log-odds that the pattern gives minus the median rise of the CONTROL_DRAWS control stamps on
 # the same row. Confirmed when the median of that excess is at least RISE_MIN (odds times e^2, about 7),
@@ -280,6 +286,7 @@ class _Probe:
             self.flips
             and self.unstamped_other >= UNSTAMPED_MIN
             and self.flip_rate - self.ablated_rate >= ABLATION_DROP
+            and self.ablated_rate - self.control_rate <= ABLATION_KEEP * (self.flip_rate - self.control_rate)
         )
 
     @property
@@ -958,6 +965,15 @@ def _flag_value_trigger(result: ChannelResult, data: AuditData, trigger: value_t
     )
 
 
+def _ablation_decides(probe: _Probe, rare: bool) -> bool:
+    """Whether an ablation can tell a trigger on ``probe``'s pattern; ``rare``: only its carriers hold it.
+
+    Such a pattern is decided in the plain probe only, and only while the equally rare control stamps
+    leave most rows alone (see ``_assess``).
+    """
+    return not rare or (not probe.by_score and probe.control_rate < FLIP_MIN)
+
+
 def _assess(
     model: Any,
     data: AuditData,
@@ -977,10 +993,16 @@ def _assess(
     suggestions = _unstamped_suggestions(predict, data, cand.pattern, cand.carriers, carriers)
     other = float(np.mean([x is not None for x in suggestions]))
     probe = _Probe(cand.pattern, cand.carriers, flip, control, probed, by_score, other)
-    # In score mode a rare value (held by its carriers only) makes the ablation arbitrary: on lending_club
-    # a clean table confirmed `acc_now_delinq = 1` that way. The plain probe keeps its tuned behaviour.
-    informative = not by_score or _ablation_informative(data, cand.pattern, fit_rows)
-    if probe.flips and probe.unstamped_other >= UNSTAMPED_MIN and informative:
+    # A rare value (held by its carriers only) makes the ablation arbitrary: a model that never saw it
+    # answers it any way. In score mode that confirmed `acc_now_delinq = 1` on a clean lending_club, so
+    # there such a pattern is not confirmed. The plain probe keeps its tuned behaviour (a patch on a corner
+    # that is always 0 is such a value), except for a two-valued column of a table when the model is
+    # saturated: if the equally rare control stamps already flip most rows, a flip says nothing of this
+    # value. That confirmed `addr_state = DE` on lending_club with 20% of its labels flipped at random
+    # (flip rate 0.94, control 0.60); the digits patch as a table flips 1.00 against a control of 0.001.
+    one_hot = data.kind != "image" and bool(_two_valued(data)[list(cand.pattern.features)].any())
+    rare = (by_score or one_hot) and not _ablation_informative(data, cand.pattern, fit_rows)
+    if probe.flips and probe.unstamped_other >= UNSTAMPED_MIN and _ablation_decides(probe, rare):
         probe.ablated_rate = _ablated_flip(
             data, cand.pattern, fit_rows, probe_rows, seed, by_score, retrained
         )
@@ -1141,6 +1163,7 @@ def _summary(
         "fit_rows": len(fit_rows),
         "probe_rows": len(probe_rows),
         "gate": {"separation_z_min": SEPARATION_MIN},
+        "ablation": {"drop_min": ABLATION_DROP, "keep_max": round(ABLATION_KEEP, 4)},
         "rise_test": {"excess_min": RISE_MIN, "win_share_min": RISE_WIN, "ablation_drop": RISE_DROP},
         "classes": per_class,
         "patterns": [p.pattern.to_json() for p in probes.values() if p.confirmed],
