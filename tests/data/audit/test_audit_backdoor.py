@@ -12,6 +12,7 @@ from bastion.data.audit.backdoor import (
     _ablation_informative,
     _decider,
     _Probe,
+    _Rise,
     attack_success_rate,
     run_backdoor_channel,
 )
@@ -231,6 +232,7 @@ def test_majority_target_backdoor_is_confirmed_by_the_rise_test() -> None:
     assert test["excess"] >= 2.0
     assert test["win_share"] >= 0.8
     assert test["unstamped_other_class"] >= 0.5
+    assert test["unstamped_p"] <= 1e-3
     assert test["ablated_excess"] <= 0.5 * test["excess"]
     evidence = result.findings[0].evidence_map
     assert float(evidence["rise_excess"]) >= 2.0
@@ -291,3 +293,14 @@ def test_a_rare_value_is_decided_only_while_the_controls_leave_most_rows_alone()
     # In score mode a rare value is never decided; a value other rows hold always is.
     assert not _ablation_decides(_probe_with(1.0, 0.0, 0.0, by_score=True), rare=True)
     assert _ablation_decides(_probe_with(0.94, 0.60, 0.25), rare=False)
+
+
+def test_rise_test_needs_the_carriers_across_far_more_often_than_the_targets_own_rows() -> None:
+    # Caravan with 20% random flips: 7 of 12 boat-policy rows across the midpoint once the pattern is
+    # removed, as against 49% of the genuine majority rows. The share clears 0.5, the binomial test does not.
+    chance = _Rise(rise=4.8, control_rise=0.9, excess=3.6, win_share=0.88, rows=239)
+    chance.unstamped_other, chance.unstamped_p, chance.informative = 0.58, 0.35, True
+    assert not chance.passes
+    real = _Rise(rise=4.8, control_rise=0.9, excess=3.6, win_share=0.88, rows=239)
+    real.unstamped_other, real.unstamped_p, real.informative = 0.59, 9e-5, True
+    assert real.passes

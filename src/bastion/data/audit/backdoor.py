@@ -122,9 +122,15 @@ ABLATION_KEEP = 1.0 / 3.0
 # keeps at most 1 - RISE_DROP of the excess. On the tuning tables (majority targets on mlc_churn, wa_churn,
 # lending_club) the poison's excess was 2.8 to 10 and the ablation kept at most a fifth of it; natural
 # predictors (a high balance means default, many service calls mean churn) kept more than three quarters.
+# The carriers must also fall on that side more often than the target's own held-out rows do, by a one-sided
+# binomial test at p <= UNSTAMPED_P: a dozen rows pass the UNSTAMPED_MIN share by chance. On Caravan with 20%
+# of its labels flipped at random, 7 of 12 rows holding a boat policy, all labelled with the majority, fell
+# on the other side, against 49% of the genuine majority rows (p = 0.35). Real triggers on the tuning tables
+# gave p = 1e-4 (lending_club: 59% against 45% of 182 carriers) down to 1e-122.
 RISE_MIN = 2.0
 RISE_WIN = 0.8
 RISE_DROP = 0.5
+UNSTAMPED_P = 1e-3
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +247,7 @@ class _Rise:
     win_share: float  # share of rows where the pattern lifts more than the row's median control
     rows: int
     unstamped_other: float = 0.0  # share of carriers on the other classes' side once the pattern is removed
+    unstamped_p: float = 1.0  # binomial p of that share against the target's own held-out rows' share
     informative: bool = False  # the ablation can tell (see _ablation_informative)
     ablated_excess: float | None = None  # the excess for a model retrained without the carriers
 
@@ -251,6 +258,7 @@ class _Rise:
             self.excess >= RISE_MIN
             and self.win_share >= RISE_WIN
             and self.unstamped_other >= UNSTAMPED_MIN
+            and self.unstamped_p <= UNSTAMPED_P
             and self.informative
         )
 
@@ -636,28 +644,37 @@ def _rise(model: Any, data: AuditData, pattern: TriggerPattern, probe_rows: IntA
 
 def _unstamped_side(
     model: Any, data: AuditData, pattern: TriggerPattern, probe_rows: IntArray, carriers: IntArray
-) -> float:
-    """Share of the carriers that fall on the other classes' side once the pattern is removed.
+) -> tuple[float, float]:
+    """Share of the carriers that fall on the other classes' side once the pattern is removed, and its p.
 
     The side is judged on the target's log-odds, against the midpoint between the median log-odds of the
     held-out rows of the target and of the other classes: with the target as the majority class the
     model's answer is the target for almost every row, so the answer cannot tell. The pattern's features
-    are set to the non-carriers' median, as in ``_unstamped_suggestions``.
+    are set to the non-carriers' median, as in ``_unstamped_suggestions``. The p-value is a one-sided
+    binomial test of the carriers' count on that side against the share of the target's own held-out
+    rows there: genuine rows of the target fall on the other side too, a trigger's carriers far more often.
     """
+    from scipy.stats import binomtest
+
     log_odds = _log_odds(model, pattern.target)
     if log_odds is None or len(carriers) == 0:
-        return 0.0
+        return 0.0, 1.0
     held = probe_rows[pattern.match_share(data.features[probe_rows]) < CARRY_SHARE]
     own = held[data.labels[held] == pattern.target]
     other = held[data.labels[held] != pattern.target]
     if len(own) == 0 or len(other) == 0:
-        return 0.0
-    middle = (np.median(log_odds(data.features[own])) + np.median(log_odds(data.features[other]))) / 2
+        return 0.0, 1.0
+    own_odds = log_odds(data.features[own])
+    middle = (np.median(own_odds) + np.median(log_odds(data.features[other]))) / 2
     rest = np.ones(data.n_rows, dtype=bool)
     rest[carriers] = False
     x = np.array(data.features[carriers], dtype=np.float64, copy=True)
     x[:, list(pattern.features)] = np.median(data.features[rest][:, list(pattern.features)], axis=0)
-    return float(np.mean(log_odds(x) < middle))
+    across = log_odds(x) < middle
+    own_share = float(np.mean(own_odds < middle))
+    # A target whose own rows all fall on the other side leaves nothing to compare against.
+    p = 1.0 if own_share >= 1.0 else float(binomtest(int(across.sum()), len(x), own_share, "greater").pvalue)
+    return float(np.mean(across)), p
 
 
 def _ablation_informative(data: AuditData, pattern: TriggerPattern, fit_rows: IntArray) -> bool:
@@ -1025,7 +1042,9 @@ def _assess_rise(
     from a rare category.
     """
     rise = _rise(model, data, cand.pattern, probe_rows, seed)
-    rise.unstamped_other = _unstamped_side(model, data, cand.pattern, probe_rows, cand.carriers)
+    rise.unstamped_other, rise.unstamped_p = _unstamped_side(
+        model, data, cand.pattern, probe_rows, cand.carriers
+    )
     one_hot = bool(_two_valued(data)[list(cand.pattern.features)].any())
     rise.informative = not one_hot and _ablation_informative(data, cand.pattern, fit_rows)
     if rise.passes:
@@ -1153,6 +1172,7 @@ def _summary(
                     "win_share": round(rise.win_share, 4),
                     "rows": rise.rows,
                     "unstamped_other_class": round(rise.unstamped_other, 4),
+                    "unstamped_p": float(f"{rise.unstamped_p:.3g}"),
                     "ablation_informative": rise.informative,
                     "ablated_excess": None if rise.ablated_excess is None else round(rise.ablated_excess, 4),
                     "confirmed": rise.confirmed,
@@ -1164,7 +1184,12 @@ def _summary(
         "probe_rows": len(probe_rows),
         "gate": {"separation_z_min": SEPARATION_MIN},
         "ablation": {"drop_min": ABLATION_DROP, "keep_max": round(ABLATION_KEEP, 4)},
-        "rise_test": {"excess_min": RISE_MIN, "win_share_min": RISE_WIN, "ablation_drop": RISE_DROP},
+        "rise_test": {
+            "excess_min": RISE_MIN,
+            "win_share_min": RISE_WIN,
+            "ablation_drop": RISE_DROP,
+            "unstamped_p_max": UNSTAMPED_P,
+        },
         "classes": per_class,
         "patterns": [p.pattern.to_json() for p in probes.values() if p.confirmed],
         "probes": {
