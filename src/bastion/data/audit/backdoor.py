@@ -552,6 +552,11 @@ def _two_valued(data: AuditData) -> BoolArray:
     return np.array([len(np.unique(data.features[:, c])) <= 2 for c in range(data.features.shape[1])])
 
 
+def _any_two_valued(data: AuditData, features: tuple[int, ...]) -> bool:
+    """Whether any of ``features`` is a two-valued (one-hot) column; checks those columns only."""
+    return any(len(np.unique(data.features[:, c])) <= 2 for c in features)
+
+
 def _control_patterns(
     data: AuditData, pattern: TriggerPattern, seed: int, matched: bool, two_valued: BoolArray
 ) -> list[TriggerPattern]:
@@ -1017,7 +1022,7 @@ def _assess(
     # saturated: if the equally rare control stamps already flip most rows, a flip says nothing of this
     # value. That confirmed `addr_state = DE` on lending_club with 20% of its labels flipped at random
     # (flip rate 0.94, control 0.60); the digits patch as a table flips 1.00 against a control of 0.001.
-    one_hot = data.kind != "image" and bool(_two_valued(data)[list(cand.pattern.features)].any())
+    one_hot = data.kind != "image" and _any_two_valued(data, cand.pattern.features)
     rare = (by_score or one_hot) and not _ablation_informative(data, cand.pattern, fit_rows)
     if probe.flips and probe.unstamped_other >= UNSTAMPED_MIN and _ablation_decides(probe, rare):
         probe.ablated_rate = _ablated_flip(
@@ -1045,7 +1050,7 @@ def _assess_rise(
     rise.unstamped_other, rise.unstamped_p = _unstamped_side(
         model, data, cand.pattern, probe_rows, cand.carriers
     )
-    one_hot = bool(_two_valued(data)[list(cand.pattern.features)].any())
+    one_hot = _any_two_valued(data, cand.pattern.features)
     rise.informative = not one_hot and _ablation_informative(data, cand.pattern, fit_rows)
     if rise.passes:
         ablated = _ablated_model(data, cand.pattern, fit_rows, seed, retrained)
