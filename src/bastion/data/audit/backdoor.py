@@ -548,13 +548,17 @@ def _log_odds(model: Any, target: int) -> Callable[[FloatArray], FloatArray] | N
     return log_odds
 
 
+def _is_two_valued(data: AuditData, column: int) -> bool:
+    return len(np.unique(data.features[:, column])) <= 2
+
+
 def _two_valued(data: AuditData) -> BoolArray:
-    return np.array([len(np.unique(data.features[:, c])) <= 2 for c in range(data.features.shape[1])])
+    return np.array([_is_two_valued(data, c) for c in range(data.features.shape[1])])
 
 
 def _any_two_valued(data: AuditData, features: tuple[int, ...]) -> bool:
     """Whether any of ``features`` is a two-valued (one-hot) column; checks those columns only."""
-    return any(len(np.unique(data.features[:, c])) <= 2 for c in features)
+    return any(_is_two_valued(data, c) for c in features)
 
 
 def _control_patterns(
