@@ -1,11 +1,13 @@
-"""Scale benchmark of the streaming audit: 1,000,000 rows x 50 columns, label, outlier and integrity channels.
+"""Scale benchmark of the streaming audit: 1,000,000 rows x 50 columns, all four channels by default.
 
 Generates a CSV under benchmarks/.work/ (45 numeric and 4 categorical feature columns plus a label, 5% of
-the rows with a flipped label and 1% injected outliers at mean + 5 sd * N(0, 1)), then runs
-``stream_audit`` with two workers and reports wall time, the peak resident memory of the process tree and
-the precision and recall of the injected poison.
+the rows with a flipped label and 1% injected outliers at mean + 5 sd * N(0, 1); with ``--backdoor RATE``
+also a dirty-label trigger: three noise columns set to their 99th percentile on RATE of the rows, taken
+from classes 1-3 and labelled class_0), then runs ``stream_audit`` with two workers and reports wall time,
+the peak resident memory of the process tree and the precision and recall of the injected poison.
 
     .venv/bin/python benchmarks/audit_scale.py [--rows 1000000] [--workers 2] [--chunk-rows 100000]
+        [--channels label,outlier,integrity] [--backdoor 0.01]
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ CLASSES = 4
 FLIP_RATE = 0.05
 OUTLIER_RATE = 0.01
 BLOCK = 100_000
+# The trigger's columns are noise columns (no class signal) and its value their 99th percentile: N(0, 1).
+TRIGGER_COLUMNS = (20, 21, 22)
+TRIGGER_VALUE = 2.32635
 
 
-def generate(path: Path, rows: int, seed: int = 0) -> dict[str, Any]:
+def generate(path: Path, rows: int, seed: int = 0, backdoor: float = 0.0) -> dict[str, Any]:
     """Write the poisoned CSV block by block; return the poisoned row numbers."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -42,6 +47,7 @@ def generate(path: Path, rows: int, seed: int = 0) -> dict[str, Any]:
     levels = [[f"v{j}" for j in range(4 + 3 * k)] for k in range(CATEGORICAL)]
     flips: list[np.ndarray[Any, Any]] = []
     outliers: list[np.ndarray[Any, Any]] = []
+    stamped: list[np.ndarray[Any, Any]] = []
     writer: Any = None
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -58,6 +64,11 @@ def generate(path: Path, rows: int, seed: int = 0) -> dict[str, Any]:
             given = y.copy()
             given[flip] = (y[flip] + rng.integers(1, CLASSES, int(flip.sum()))) % CLASSES
             given[outlier] = rng.integers(0, CLASSES, int(outlier.sum()))  # injected points, random labels
+            low = FLIP_RATE + OUTLIER_RATE
+            # Drawn on every row and kept on the other classes' rows, so the trigger holds about 3/4 of RATE.
+            trigger = (draw >= low) & (draw < low + backdoor / 0.75) & (y != 0)
+            x[np.ix_(trigger, TRIGGER_COLUMNS)] = TRIGGER_VALUE
+            given[trigger] = 0
             columns: dict[str, Any] = {f"x{j}": np.round(x[:, j], 5) for j in range(NUMERIC)}
             for k, values in enumerate(levels):
                 # The first categorical column depends on the class; the others are noise.
@@ -72,10 +83,15 @@ def generate(path: Path, rows: int, seed: int = 0) -> dict[str, Any]:
             writer.write_table(table)
             flips.append(start + np.flatnonzero(flip))
             outliers.append(start + np.flatnonzero(outlier))
+            stamped.append(start + np.flatnonzero(trigger))
     finally:
         if writer is not None:
             writer.close()
-    return {"flips": np.concatenate(flips), "outliers": np.concatenate(outliers)}
+    return {
+        "flips": np.concatenate(flips),
+        "outliers": np.concatenate(outliers),
+        "backdoor": np.concatenate(stamped),
+    }
 
 
 class PeakRss:
@@ -128,23 +144,27 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--chunk-rows", type=int, default=50_000)
     parser.add_argument("--backend", default="local", choices=("local", "ray"))
+    parser.add_argument("--channels", default="label,backdoor,outlier,integrity")
+    parser.add_argument("--backdoor", type=float, default=0.0, help="share of rows carrying a trigger")
     args = parser.parse_args()
 
-    from bastion.data.audit.base import INTEGRITY, LABEL, OUTLIER, AuditOptions
+    from bastion.data.audit.base import BACKDOOR, LABEL, OUTLIER, AuditOptions
     from bastion.data.audit.stream import stream_audit
 
-    path = WORK / f"poisoned_{args.rows}.csv"
+    suffix = f"_backdoor{args.backdoor:g}" if args.backdoor else ""
+    path = WORK / f"poisoned_{args.rows}{suffix}.csv"
     truth_path = path.with_suffix(".truth.npz")
     if not path.exists() or not truth_path.exists():
         started = time.perf_counter()
-        truth = generate(path, args.rows)
+        truth = generate(path, args.rows, backdoor=args.backdoor)
         np.savez(truth_path, **truth)
         print(
             f"generated {path} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.0f} s"
         )
     with np.load(truth_path) as saved:
         flips, outliers = set(saved["flips"].tolist()), set(saved["outliers"].tolist())
-    options = AuditOptions(channels=(LABEL, OUTLIER, INTEGRITY))
+        stamped = set(saved["backdoor"].tolist()) if "backdoor" in saved else set()
+    options = AuditOptions(channels=tuple(c.strip() for c in args.channels.split(",") if c.strip()))
     started = time.perf_counter()
     cpu_before = _cpu_seconds()
     with PeakRss() as rss:
@@ -158,10 +178,13 @@ def main() -> None:
         )
     wall = time.perf_counter() - started
     cpu = _cpu_seconds() - cpu_before
-    label_rows = {f.row for f in result.channels[LABEL].flags}
-    outlier_rows = {f.row for f in result.channels[OUTLIER].flags}
+
+    def flagged(channel: str) -> set[int]:
+        return {f.row for f in result.channels[channel].flags} if channel in result.channels else set()
+
+    label_rows, outlier_rows, backdoor_rows = flagged(LABEL), flagged(OUTLIER), flagged(BACKDOOR)
     removed = set(result.removed_rows)
-    poison = flips | outliers
+    poison = flips | outliers | stamped
     record = {
         "file": str(path),
         "file_mb": round(path.stat().st_size / 1e6),
@@ -170,6 +193,7 @@ def main() -> None:
         "workers": args.workers,
         "backend": args.backend,
         "chunk_rows": args.chunk_rows,
+        "channels": list(options.channels),
         "wall_s": round(wall, 1),
         # On a shared machine the wall time includes waiting for the cores; CPU seconds of the whole
         # process tree divided by the cores used is the wall time on an otherwise idle machine.
@@ -182,6 +206,8 @@ def main() -> None:
         # Outliers carry random labels, so the label channel rightly flags most of them too.
         "label_vs_all_poison_pr": [round(v, 3) for v in precision_recall(label_rows, flips | outliers)],
         "outliers_pr": [round(v, 3) for v in precision_recall(outlier_rows, outliers)],
+        "backdoor_rows": len(stamped),
+        "backdoor_pr": [round(v, 3) for v in precision_recall(backdoor_rows, stamped)],
         "all_poison_pr": [round(v, 3) for v in precision_recall(removed, poison)],
         "flagged_rows": len(result.rows),
     }

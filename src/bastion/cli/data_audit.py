@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from bastion.data.audit.run import AuditResult
 
 CHANNEL_NAMES = ("label", "backdoor", "outlier", "integrity")
-STREAM_CHANNELS = ("label", "outlier", "integrity")
 
 
 def _require_audit_extra() -> None:
@@ -105,20 +104,10 @@ def add_commands(commands: Any) -> None:
     san.set_defaults(handler=run_sanitize_command)
 
 
-def _options(args: argparse.Namespace, streaming: bool) -> AuditOptions:
+def _options(args: argparse.Namespace) -> AuditOptions:
     from bastion.data.audit.base import AuditOptions
 
-    channels = args.channels
-    if streaming:
-        dropped = [c for c in channels if c not in STREAM_CHANNELS]
-        if dropped and args.channels != CHANNEL_NAMES:
-            raise UsageError(
-                f"--channels {dropped[0]}: the streaming audit runs {', '.join(STREAM_CHANNELS)}"
-            )
-        if dropped:
-            note("streaming: the backdoor channel needs the data in memory and is skipped")
-        channels = tuple(c for c in channels if c in STREAM_CHANNELS)
-    return AuditOptions(seed=args.seed, channels=channels)
+    return AuditOptions(seed=args.seed, channels=args.channels)
 
 
 def _audit(args: argparse.Namespace) -> tuple[AuditResult, AuditData | None, dict[str, Any]]:
@@ -134,7 +123,7 @@ def _audit(args: argparse.Namespace) -> tuple[AuditResult, AuditData | None, dic
     streaming = args.stream or should_stream(path)
     if streaming and args.text_column is not None:
         raise UsageError("--text-column: text is embedded in memory; the streaming audit reads tables only")
-    options = _options(args, streaming)
+    options = _options(args)
     consumed: dict[str, str] = {}
     data: AuditData | None = None
     if streaming:

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bastion.data.audit.base import INTEGRITY, LABEL, OUTLIER, AuditOptions
+from bastion.data.audit import stream
+from bastion.data.audit.base import BACKDOOR, INTEGRITY, LABEL, OUTLIER, AuditOptions
 from bastion.data.audit.run import AuditResult
 from bastion.data.audit.stream import iter_chunks, stream_audit
 from bastion.errors import InputError, UsageError
@@ -245,3 +246,71 @@ def test_half_flip_keeps_the_relabelled_class_rows(tmp_path: Path) -> None:
     assert channel.summary["dominant_pair"] == {"given": "bee", "suggested": "ant"}
     assert len(flagged & flipped) >= 0.6 * len(flagged)
     assert sum(noisy[row] == 0 for row in flagged) <= 0.1 * len(flagged)
+
+
+def _backdoored(rows: int, poison: int, seed: int = 0) -> tuple[pd.DataFrame, set[int]]:
+    """Two classes from a noisy rule; ``poison`` minority rows get the 99th percentile of x2 and x5 and the
+    majority label (a dirty-label trigger), spread over the whole file."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 8))
+    score = 1.6 * x[:, 0] - 1.2 * x[:, 1] + 0.8 * x[:, 3] + rng.normal(scale=0.5, size=rows)
+    y = (score > np.quantile(score, 0.8)).astype(np.int64)
+    stamped = np.sort(rng.choice(np.flatnonzero(y == 1), poison, replace=False))
+    for column in (2, 5):
+        x[stamped, column] = np.quantile(x[:, column], 0.99)
+    y[stamped] = 0
+    frame = pd.DataFrame(np.round(x, 4), columns=[f"x{i}" for i in range(8)])
+    frame["label"] = np.array(["stay", "churn"])[y]
+    return frame, set(stamped.tolist())
+
+
+def test_backdoor_found_on_the_sample_flags_every_carrier(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The backdoor channel sees a 4,000-row sample of 12,000 rows; the trigger it confirms there is then
+    # recognised on every row of the file, most of which the channel never saw.
+    monkeypatch.setattr(stream, "BACKDOOR_SAMPLE_ROWS", 4_000)
+    frame, stamped = _backdoored(12_000, 480)
+    path = tmp_path / "backdoored.csv"
+    frame.to_csv(path, index=False)
+    result = stream_audit(
+        path,
+        "label",
+        options=AuditOptions(channels=(LABEL, BACKDOOR)),
+        chunk_rows=2_000,
+        workers=1,
+    )
+    channel = result.channels[BACKDOOR]
+    flagged = {f.row for f in channel.flags}
+    assert flagged == stamped
+    assert channel.summary["streamed"]["sample_rows"] == 4_000
+    assert channel.summary["sample_flagged_rows"] < len(stamped)
+    [finding] = channel.findings
+    assert finding.severity.name == "CRITICAL"
+    assert f"holds {len(stamped)} rows carrying" in finding.message
+    assert "sample of 4000 rows" in finding.message
+    flag = channel.flags[0]
+    for text in ("label 'stay'", "x2=", "x5=", "measured on a sample"):
+        assert text in flag.reason
+    # The carriers are known poison to the label channel, as in memory: its model does not learn from
+    # them, so the genuine churners they resemble are not read as a 'stay' -> 'churn' targeted flip.
+    labelled = result.channels[LABEL]
+    assert labelled.summary["dominant_pair"] is None
+    assert not {f.row for f in labelled.flags} & stamped
+    assert len(labelled.flags) < 0.02 * 12_000
+
+
+def test_clean_stream_confirms_no_backdoor(tmp_path: Path) -> None:
+    frame, _ = _backdoored(12_000, 0, seed=1)
+    path = tmp_path / "clean.csv"
+    frame.to_csv(path, index=False)
+    result = stream_audit(
+        path,
+        "label",
+        options=AuditOptions(channels=(BACKDOOR,)),
+        chunk_rows=2_000,
+        workers=1,
+        sample_rows=4_000,
+    )
+    assert result.channels[BACKDOOR].flags == []
+    assert result.channels[BACKDOOR].findings == []

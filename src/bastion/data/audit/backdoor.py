@@ -195,6 +195,32 @@ class TriggerPattern:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class CarrierRule:
+    """A confirmed trigger as a rule that finds its carriers in any rows encoded alike (a streamed chunk).
+
+    A row carries it when it matches at least ``min_share`` of the pattern's features. ``check`` names the
+    test that confirmed it, ``because`` says in words why the pattern is a trigger and ``evidence`` in
+    numbers; ``strength`` (0..1) scales the flags' scores.
+    """
+
+    pattern: TriggerPattern
+    check: str
+    min_share: float
+    strength: float
+    what: str  # ends a carrier's reason: "carries <pattern>, <what>"
+    because: str  # ends the finding: "class 'x' holds N rows carrying <pattern>; <because>"
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def shares(self, features: FloatArray) -> FloatArray:
+        """Per row, the share of the pattern's features it matches."""
+        return self.pattern.match_share(features)
+
+    def row_score(self, share: float) -> float:
+        """A carrier's score: the trigger's strength, weighted by how much of the pattern the row holds."""
+        return round(float(np.clip(0.5 + 0.5 * self.strength * share, 0.0, 1.0)), 4)
+
+
 def attack_success_rate(
     predict: Callable[[FloatArray], IntArray], features: FloatArray, labels: IntArray, pattern: TriggerPattern
 ) -> float:
@@ -880,6 +906,11 @@ def _unstamped_suggestions(
 
 def run_backdoor_channel(data: AuditData, options: AuditOptions) -> ChannelResult:
     """Find classes with a separated, trigger-carrying cluster, confirm by probe, flag the carriers."""
+    return find_backdoors(data, options)[0]
+
+
+def find_backdoors(data: AuditData, options: AuditOptions) -> tuple[ChannelResult, list[CarrierRule]]:
+    """The channel's result and, per confirmed trigger, the rule that finds its carriers in other rows."""
     from threadpoolctl import threadpool_limits
 
     # The matrices here are small; BLAS threads only add contention (six times slower on a busy host).
@@ -887,13 +918,14 @@ def run_backdoor_channel(data: AuditData, options: AuditOptions) -> ChannelResul
         return _run(data, options)
 
 
-def _run(data: AuditData, options: AuditOptions) -> ChannelResult:
+def _run(data: AuditData, options: AuditOptions) -> tuple[ChannelResult, list[CarrierRule]]:
     result = ChannelResult(channel=BACKDOOR)
+    rules_found: list[CarrierRule] = []
     codes, counts = np.unique(data.labels, return_counts=True)
     eligible = [int(c) for c, n in zip(codes, counts, strict=True) if n >= MIN_CLASS_ROWS]
     if len(codes) < 2 or not eligible or data.n_rows < 4 * MIN_CLASS_ROWS:
         result.summary = {"skipped": "needs at least two classes with enough rows", "patterns": []}
-        return result
+        return result, rules_found
     fit_rows, probe_rows = _split_rows(data.labels, options.seed)
     model = train_mlp(data.features[fit_rows], data.labels[fit_rows], options.seed)
     activations = penultimate(model, data.features)
@@ -935,18 +967,22 @@ def _run(data: AuditData, options: AuditOptions) -> ChannelResult:
     confirmed = [p for p in probes.values() if p.confirmed]
     for probe in confirmed:
         by_score = probe.by_score or probe.by_rise
-        _flag(result, _decider(model, data, probe.pattern, probe_rows, by_score), data, probe)
+        rules_found.append(
+            _flag(result, _decider(model, data, probe.pattern, probe_rows, by_score), data, probe)
+        )
     # Tables also get the model-free check: exact values repeated on relabelled rows (value_trigger.py).
     triggers = value_trigger.find_value_triggers(data, options.seed)
     for trigger in triggers:
         if trigger.confirmed:
-            _flag_value_trigger(result, data, trigger)
+            rules_found.append(_flag_value_trigger(result, data, trigger))
     result.summary = _summary(data, stats, probes, fit_rows, probe_rows)
     result.summary["value_triggers"] = [t.to_json(data) for t in triggers]
-    return result
+    return result, rules_found
 
 
-def _flag_value_trigger(result: ChannelResult, data: AuditData, trigger: value_trigger.ValueTrigger) -> None:
+def _flag_value_trigger(
+    result: ChannelResult, data: AuditData, trigger: value_trigger.ValueTrigger
+) -> CarrierRule:
     """Flag the carriers of a confirmed value trigger that no probe-confirmed pattern flagged already."""
     already = {flag.row for flag in result.flags}
     pattern = TriggerPattern(
@@ -967,28 +1003,37 @@ def _flag_value_trigger(result: ChannelResult, data: AuditData, trigger: value_t
         f"with those columns hidden, a model fitted to the other rows puts {other}% of them with another "
         f"class ({reference}% of held-out '{target}' rows)"
     )
+    rule = CarrierRule(
+        pattern,
+        VALUE_CHECK,
+        value_trigger.CARRY_SHARE,
+        trigger.other_side,
+        what=f"a repeated value combination: {why}",
+        because=f"{why}, the signature of a dirty-label backdoor",
+        evidence=trigger.to_json(data),
+    )
     flagged = 0
     for row, suggestion in zip(trigger.carriers.tolist(), trigger.suggestions, strict=False):
         if row in already:
             continue
         label = data.label_name(int(data.labels[row]))
-        reason = f"label '{label}'; carries {shown}, a repeated value combination: {why}"
+        reason = f"label '{label}'; carries {shown}, {rule.what}"
         suggested = data.label_name(suggestion) if suggestion != trigger.target else None
         result.flags.append(
             RowFlag(int(row), BACKDOOR, VALUE_CHECK, round(trigger.other_side, 4), reason, suggested)
         )
         flagged += 1
-    if flagged == 0:
-        return
-    result.findings.append(
-        Finding.make(
-            rules.BACKDOOR,
-            Severity.CRITICAL,
-            f"class '{target}' holds a value trigger: {why}, the signature of a dirty-label backdoor",
-            Location(data.path, (f"class:{target}",)),
-            {**trigger.to_json(data), "flagged_rows": flagged},
+    if flagged:
+        result.findings.append(
+            Finding.make(
+                rules.BACKDOOR,
+                Severity.CRITICAL,
+                f"class '{target}' holds a value trigger: {rule.because}",
+                Location(data.path, (f"class:{target}",)),
+                {**rule.evidence, "flagged_rows": flagged},
+            )
         )
-    )
+    return rule
 
 
 def _ablation_decides(probe: _Probe, rare: bool) -> bool:
@@ -1066,7 +1111,7 @@ def _assess_rise(
 
 def _flag(
     result: ChannelResult, predict: Callable[[FloatArray], IntArray], data: AuditData, probe: _Probe
-) -> None:
+) -> CarrierRule:
     """Flag the pattern's carriers in any class, and cluster members that carry most of it."""
     pattern = probe.pattern
     share = pattern.match_share(data.features)
@@ -1103,26 +1148,38 @@ def _flag(
             "rise_win_share": round(rise.win_share, 4),
             "probed_rows": rise.rows,
         }
+    rule = CarrierRule(
+        pattern,
+        CHECK,
+        CARRY_SHARE,
+        probe.strength,
+        what=what,
+        because=f"stamped on held-out rows of other classes {effect}",
+        evidence={**evidence, "pattern_features": ",".join(pattern.feature_names)},
+    )
     for row, suggestion in zip(rows, suggestions, strict=True):
         row_share = float(share[row])
-        if row_share >= 1.0:
-            carries = f"carries {pattern.describe(encoder=data.encoder)}"
-        else:
-            carries = f"carries {round(100 * row_share)}% of {pattern.describe(encoder=data.encoder)}"
         label = data.label_name(int(data.labels[row]))
-        reason = f"label '{label}'; {carries}, {what}"
-        score = float(np.clip(0.5 + 0.5 * probe.strength * row_share, 0.0, 1.0))
-        result.flags.append(RowFlag(int(row), BACKDOOR, CHECK, round(score, 4), reason, suggestion))
+        reason = f"label '{label}'; {carries_text(pattern, row_share, data.encoder)}, {what}"
+        result.flags.append(RowFlag(int(row), BACKDOOR, CHECK, rule.row_score(row_share), reason, suggestion))
     result.findings.append(
         Finding.make(
             rules.BACKDOOR,
             Severity.CRITICAL,
             f"class '{pattern.target_name}' holds {len(rows)} rows carrying "
-            f"{pattern.describe(encoder=data.encoder)}; stamped on held-out rows of other classes {effect}",
+            f"{pattern.describe(encoder=data.encoder)}; {rule.because}",
             Location(data.path, (f"class:{pattern.target_name}",)),
-            {**evidence, "pattern_features": ",".join(pattern.feature_names), "flagged_rows": len(rows)},
+            {**rule.evidence, "flagged_rows": len(rows)},
         )
     )
+    return rule
+
+
+def carries_text(pattern: TriggerPattern, share: float, encoder: Any) -> str:
+    """``carries <pattern>``, or ``carries 75% of <pattern>`` for a row holding part of it."""
+    if share >= 1.0:
+        return f"carries {pattern.describe(encoder=encoder)}"
+    return f"carries {round(100 * share)}% of {pattern.describe(encoder=encoder)}"
 
 
 def _summary(

@@ -1,4 +1,4 @@
-"""Audit a table too large for memory: two streamed passes, the label, outlier and integrity channels.
+"""Audit a table too large for memory: two streamed passes, all four channels.
 
 Pass 1 reads the file once in chunks and keeps only O(n) small arrays (a 64-bit feature hash, a label
 code and a source code per row), per-class counts and a bounded uniform sample (a reservoir of random
@@ -7,6 +7,10 @@ label model whose K-fold out-of-sample probabilities set the confident-learning 
 idea of cleanlab's batched label issues). Pass 2 scores chunk after chunk with :func:`score_chunk`, a plain
 top-level function over a picklable :class:`ChunkState`, so the same code runs serially, in a process pool
 or on Ray. Duplicates are found from the hashes of pass 1, so copies across chunk boundaries are seen.
+
+The backdoor channel runs in memory on a uniform part of the sample: a dirty-label trigger rides on a share
+of the rows, so the sample holds that share of its carriers, and each trigger it confirms becomes a rule
+(:class:`~bastion.data.audit.backdoor.CarrierRule`) that pass 2 applies to every row of the file.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ import pandas as pd
 
 from bastion.data.audit import label as label_channel
 from bastion.data.audit import rules
+from bastion.data.audit.backdoor import CarrierRule, carries_text
 from bastion.data.audit.base import (
+    BACKDOOR,
     INTEGRITY,
     LABEL,
     OUTLIER,
@@ -63,6 +69,10 @@ LABEL_LEARNING_RATE = 0.2
 # the given class below this probability as well as confident learning's verdict (0.35 in memory; 0.2 cut
 # clean-row flags on wa_churn from 6.8% to 4.4% at the same F1 on 10% flips; tuning sets only).
 AGREE_GIVEN_MAX = 0.2
+# The backdoor channel's share of the sample. Its model fits at most 20,000 rows in any case
+# (backdoor.MAX_FIT_ROWS), and a trigger on 1% of the rows still has 200 carriers here; the channel takes
+# about 40 s on 20,000 rows of 50 columns on one core, and runs in a worker while the label model is fitted.
+BACKDOOR_SAMPLE_ROWS = 20_000
 # A reference (trusted) file is profiled from a sample of this many rows.
 REFERENCE_ROWS = 200_000
 # A class with fewer sample rows than this has no trustworthy model probability: its rows get no label flag.
@@ -369,6 +379,7 @@ class ChunkState:
     outlier_model: Any = None
     outlier_cut: float = math.inf
     profiles: dict[str, Any] | None = None  # column -> drift.ColumnProfile of the reference
+    carrier_rules: tuple[CarrierRule, ...] = ()  # the triggers the backdoor channel confirmed on the sample
 
 
 @dataclass(slots=True)
@@ -381,6 +392,7 @@ class ChunkResult:
     drift_counts: dict[str, FloatArray] = field(default_factory=dict)
     label_pairs: dict[tuple[int, int], int] = field(default_factory=dict)
     outlier_flagged: int = 0
+    carriers: dict[int, int] = field(default_factory=dict)  # carrier rule index -> rows flagged
 
 
 def _hgb(seed: int) -> Any:
@@ -522,42 +534,32 @@ def _fit_state(
         encoder=encoder,
         channels=tuple(options.channels),
     )
+    backdoor_job = None
+    if BACKDOOR in options.channels:
+        # Submitted first: it is the longest fit, and runs in a worker while the label folds run in others.
+        part = np.sort(np.random.default_rng(options.seed).permutation(y.size)[:BACKDOOR_SAMPLE_ROWS])
+        frame = sample.frame.iloc[part].reset_index(drop=True)
+        part_data = AuditData(
+            path=str(path),
+            kind="tabular",
+            features=x[part],
+            labels=y[part],
+            classes=list(classes),
+            feature_names=encoder.feature_names,
+            frame=frame,
+            encoder=encoder,
+        )
+        backdoor_job = backend.submit(sample_backdoors, part_data, options)
+        info["backdoor_sample_rows"] = int(part.size)
+    label_fit = None
     if LABEL in options.channels:
-        rng = np.random.default_rng(options.seed)
-        train = np.arange(y.size)
-        if train.size > LABEL_TRAIN_ROWS:
-            train = np.sort(rng.choice(train, LABEL_TRAIN_ROWS, replace=False))
-        final = backend.submit(fit_label_model, x[train], y[train], options.seed)
-        collect = _submit_folds(x[train], y[train], n_classes, options, backend)
-        if OUTLIER in options.channels and state.outlier_model is None:
-            # The parent fits the outlier model while the workers fit the label model's folds.
-            outlier_model, cut = _fit_outlier(x, options.seed, encoder.indicator_columns())
-            state = _replace(state, outlier_model=outlier_model, outlier_cut=cut)
-        oos = collect()
-        thresholds = cl_thresholds(oos, y[train], n_classes)
-        counts = np.bincount(y[train], minlength=n_classes)
-        judged = counts >= MIN_CLASS_SAMPLE
-        _, cl, suggested = label_decisions(oos, y[train], thresholds, None)
-        pair = label_channel.dominant_pair(
-            label_channel.pair_counts(y[train][cl], suggested[cl]), n_classes, thresholds
-        )
-        pair, contested = label_channel.contested_pair(y[train], oos, suggested, cl, pair)
-        state = _replace(
-            state,
-            label_model=backend.get(final),
-            thresholds=thresholds,
-            judged=judged,
-            sample_rows=sample.rows[train],
-            sample_probs=oos,
-            pair=pair,
-            pair_contested=contested,
-        )
-        info["label_folds"] = int(label_channel.effective_folds(y[train], options.folds))
-        info["thresholds"] = {classes[c]: round(float(t), 4) for c, t in enumerate(thresholds)}
-        info["unjudged_classes"] = [classes[c] for c in np.flatnonzero(~judged).tolist()]
-    if OUTLIER in options.channels and state.outlier_model is None:
+        label_fit = _start_label_fit(x, y, np.zeros(y.size, dtype=bool), n_classes, options, backend)
+    if OUTLIER in options.channels:
+        # The parent fits the outlier model while the workers fit the label model's folds.
         outlier_model, cut = _fit_outlier(x, options.seed, encoder.indicator_columns())
         state = _replace(state, outlier_model=outlier_model, outlier_cut=cut)
+    if label_fit is not None:
+        state = _finish_label_fit(state, label_fit, y, sample.rows, backend, info)
     if INTEGRITY in options.channels and reference is not None:
         from bastion.data.audit.drift import profile_frame
 
@@ -565,7 +567,94 @@ def _fit_state(
         state = _replace(state, profiles=profile_frame(ref))
         info["reference"] = str(reference)
         info["reference_columns"] = [str(c) for c in ref.columns]
+    if backdoor_job is not None:
+        found, info["backdoor_summary"] = backend.get(backdoor_job)
+        state = _replace(state, carrier_rules=tuple(found))
+        carried = _carried(state.carrier_rules, x)
+        if label_fit is not None and carried[label_fit.train].any():
+            # As in memory, a confirmed trigger's rows are known poison to the label channel: learning from
+            # them makes genuine rows of their source class look mislabelled. The label model is fitted
+            # again without them (only when a trigger was confirmed, so a clean file pays nothing).
+            label_fit = _start_label_fit(x, y, carried, n_classes, options, backend)
+            state = _finish_label_fit(state, label_fit, y, sample.rows, backend, info)
     return state, info
+
+
+@dataclass(frozen=True, slots=True)
+class _LabelFit:
+    """The label model's fits in flight: the sample rows they learn from, the final model, the folds."""
+
+    train: IntArray
+    final: Any
+    collect: Callable[[], FloatArray]
+    n_classes: int
+    folds: int
+
+
+def _start_label_fit(
+    x: FloatArray, y: IntArray, exclude: BoolArray, n_classes: int, options: AuditOptions, backend: _Backend
+) -> _LabelFit:
+    """Submit the final label model and its K folds on at most LABEL_TRAIN_ROWS sample rows not excluded."""
+    rng = np.random.default_rng(options.seed)
+    train = np.flatnonzero(~exclude).astype(np.int64)
+    if train.size > LABEL_TRAIN_ROWS:
+        train = np.sort(rng.choice(train, LABEL_TRAIN_ROWS, replace=False))
+    final = backend.submit(fit_label_model, x[train], y[train], options.seed)
+    collect = _submit_folds(x[train], y[train], n_classes, options, backend)
+    folds = int(label_channel.effective_folds(y[train], options.folds))
+    return _LabelFit(train, final, collect, n_classes, folds)
+
+
+def _finish_label_fit(
+    state: ChunkState,
+    fit: _LabelFit,
+    y: IntArray,
+    sample_rows: IntArray,
+    backend: _Backend,
+    info: dict[str, Any],
+) -> ChunkState:
+    """Collect the folds, set confident learning's thresholds and the dominant pair, keep the model."""
+    n_classes, train = fit.n_classes, fit.train
+    oos = fit.collect()
+    thresholds = cl_thresholds(oos, y[train], n_classes)
+    judged = np.bincount(y[train], minlength=n_classes) >= MIN_CLASS_SAMPLE
+    _, cl, suggested = label_decisions(oos, y[train], thresholds, None)
+    pair = label_channel.dominant_pair(
+        label_channel.pair_counts(y[train][cl], suggested[cl]), n_classes, thresholds
+    )
+    pair, contested = label_channel.contested_pair(y[train], oos, suggested, cl, pair)
+    info["label_folds"] = fit.folds
+    info["thresholds"] = {state.classes[c]: round(float(t), 4) for c, t in enumerate(thresholds)}
+    info["unjudged_classes"] = [state.classes[c] for c in np.flatnonzero(~judged).tolist()]
+    return _replace(
+        state,
+        label_model=backend.get(fit.final),
+        thresholds=thresholds,
+        judged=judged,
+        sample_rows=sample_rows[train],
+        sample_probs=oos,
+        pair=pair,
+        pair_contested=contested,
+    )
+
+
+def _carried(carrier_rules: tuple[CarrierRule, ...], x: FloatArray) -> BoolArray:
+    """Rows that carry any of the rules' triggers."""
+    carried = np.zeros(x.shape[0], dtype=bool)
+    for rule in carrier_rules:
+        carried |= rule.shares(x) >= rule.min_share
+    return carried
+
+
+def sample_backdoors(data: AuditData, options: AuditOptions) -> tuple[list[CarrierRule], dict[str, Any]]:
+    """The backdoor channel on a sample: the confirmed triggers as carrier rules, and its summary."""
+    from bastion.data.audit.backdoor import find_backdoors
+
+    with _one_thread():
+        result, found = find_backdoors(data, options)
+    summary = dict(result.summary)
+    summary["sample_flagged_rows"] = len(result.flags)
+    return found, summary
 
 
 def _replace(state: ChunkState, **changes: Any) -> ChunkState:
@@ -596,7 +685,7 @@ def _reference_sample(
 
 
 def _label_flags(
-    state: ChunkState, x: FloatArray, labels: IntArray, offset: int, result: ChunkResult
+    state: ChunkState, x: FloatArray, labels: IntArray, offset: int, result: ChunkResult, carried: BoolArray
 ) -> None:
     assert state.label_model is not None
     assert state.thresholds is not None
@@ -616,7 +705,8 @@ def _label_flags(
     valid = labels >= 0
     safe = np.where(valid, labels, 0)
     flagged, _, suggested = label_decisions(probs, safe, state.thresholds, state.pair, state.pair_contested)
-    flagged &= valid & state.judged[safe]
+    # A trigger's carriers are the backdoor channel's: their labels are planted, not mistaken.
+    flagged &= valid & state.judged[safe] & ~carried
     index = np.arange(labels.shape[0])
     given_p = probs[index, safe]
     scores = np.clip(0.5 + 0.5 * (probs[index, suggested] - given_p), 0.0, 1.0)
@@ -632,6 +722,26 @@ def _label_flags(
         result.flags.append(
             RowFlag(int(rows[i]), LABEL, CHECK, float(scores[i]), reason, suggested_label=classes[s])
         )
+
+
+def _backdoor_flags(
+    state: ChunkState, x: FloatArray, labels: IntArray, offset: int, result: ChunkResult
+) -> BoolArray:
+    """Flag the rows that carry a trigger confirmed on the sample (each row once, by the first rule)."""
+    taken = np.zeros(x.shape[0], dtype=bool)
+    for index, rule in enumerate(state.carrier_rules):
+        shares = rule.shares(x)
+        hits = np.flatnonzero((shares >= rule.min_share) & ~taken)
+        taken[hits] = True
+        for i in hits.tolist():
+            share = float(shares[i])
+            given = state.classes[labels[i]] if labels[i] >= 0 else "<missing>"
+            carries = carries_text(rule.pattern, share, state.encoder)
+            reason = f"label '{given}'; {carries}, {rule.what} (measured on a sample)"
+            result.flags.append(RowFlag(offset + i, BACKDOOR, rule.check, rule.row_score(share), reason))
+        if hits.size:
+            result.carriers[index] = result.carriers.get(index, 0) + int(hits.size)
+    return taken
 
 
 def _outlier_flags(state: ChunkState, x: FloatArray, offset: int, result: ChunkResult) -> None:
@@ -688,13 +798,16 @@ def _score(state: ChunkState, table: Any, offset: int) -> ChunkResult:
     frame = _feature_frame(table, state.drop)
     strings = _label_strings(table, state.label, path, offset)
     labels = pd.Index(list(state.classes)).get_indexer(strings).astype(np.int64)
-    need_x = (LABEL in state.channels and state.label_model is not None) or (
-        OUTLIER in state.channels and state.outlier_model is not None
+    need_x = (
+        (LABEL in state.channels and state.label_model is not None)
+        or (OUTLIER in state.channels and state.outlier_model is not None)
+        or bool(state.carrier_rules)
     )
     if need_x:
         x = state.encoder.transform(frame)
+        carried = _backdoor_flags(state, x, labels, offset, result)
         if LABEL in state.channels and state.label_model is not None:
-            _label_flags(state, x, labels, offset, result)
+            _label_flags(state, x, labels, offset, result, carried)
         if OUTLIER in state.channels and state.outlier_model is not None:
             _outlier_flags(state, x, offset, result)
     if state.profiles:
@@ -882,6 +995,33 @@ def _label_finding(
     )
 
 
+def _backdoor_result(
+    path: Path, flags: list[RowFlag], carriers: dict[int, int], state: ChunkState, info: dict[str, Any]
+) -> ChannelResult:
+    """The backdoor channel over the whole file: the sample's summary, a finding per trigger with carriers."""
+    sample_rows = info.get("backdoor_sample_rows", 0)
+    summary = dict(info.get("backdoor_summary", {}))
+    summary["streamed"] = {"sample_rows": sample_rows, "flagged_rows": len(flags)}
+    result = ChannelResult(BACKDOOR, flags=flags, summary=summary)
+    for index, rule in enumerate(state.carrier_rules):
+        rows = carriers.get(index, 0)
+        if rows == 0:
+            continue
+        pattern = rule.pattern
+        result.findings.append(
+            Finding.make(
+                rules.BACKDOOR,
+                Severity.CRITICAL,
+                f"class '{pattern.target_name}' holds {rows} rows carrying "
+                f"{pattern.describe(encoder=state.encoder)}; on a uniform sample of {sample_rows} rows, "
+                f"{rule.because}",
+                Location(str(path), (f"class:{pattern.target_name}",)),
+                {**rule.evidence, "flagged_rows": rows, "sample_rows": sample_rows},
+            )
+        )
+    return result
+
+
 def _outlier_result(path: Path, n_rows: int, flags: list[RowFlag], state: ChunkState) -> ChannelResult:
     result = ChannelResult(
         OUTLIER,
@@ -918,7 +1058,7 @@ def stream_audit(
     workers: int = 2,
     sample_rows: int = SAMPLE_ROWS,
 ) -> AuditResult:
-    """Audit a CSV or Parquet file in chunks with bounded memory (label, outlier and integrity channels)."""
+    """Audit a CSV or Parquet file in chunks with bounded memory (all four channels)."""
     from bastion.data.audit.integrity import run_integrity_channel, source_summary
 
     options = options or AuditOptions()
@@ -935,8 +1075,9 @@ def stream_audit(
         only = classes[0] if classes else "nothing"
         raise InputError(f"{path}: label column {label!r} has a single class ({only!r}); an audit needs two")
     labels = remap[first.labels].astype(np.int64)
-    by_channel: dict[str, list[RowFlag]] = {LABEL: [], OUTLIER: []}
+    by_channel: dict[str, list[RowFlag]] = {LABEL: [], OUTLIER: [], BACKDOOR: []}
     pairs: dict[tuple[int, int], int] = {}
+    carriers: dict[int, int] = {}
     drift_counts: dict[str, FloatArray] = {}
     seen = 0
     with _Backend(backend, workers) as runner:
@@ -950,6 +1091,8 @@ def stream_audit(
                 by_channel[flag.channel].append(flag)
             for key, count in part.label_pairs.items():
                 pairs[key] = pairs.get(key, 0) + count
+            for index, count in part.carriers.items():
+                carriers[index] = carriers.get(index, 0) + count
             for column, counts in part.drift_counts.items():
                 drift_counts[column] = drift_counts[column] + counts if column in drift_counts else counts
     if seen != first.n_rows:
@@ -965,6 +1108,9 @@ def stream_audit(
             channel = _outlier_result(
                 path, first.n_rows, sorted(by_channel[OUTLIER], key=lambda f: f.row), state
             )
+        elif name == BACKDOOR:
+            flags = sorted(by_channel[BACKDOOR], key=lambda f: f.row)
+            channel = _backdoor_result(path, flags, carriers, state, info)
         elif name == INTEGRITY:
             hashes = pd.DataFrame({"row_hash": first.hashes})
             data = _minimal_data(path, first.n_rows, labels, classes, hashes)
