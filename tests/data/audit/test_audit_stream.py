@@ -314,3 +314,27 @@ def test_clean_stream_confirms_no_backdoor(tmp_path: Path) -> None:
     )
     assert result.channels[BACKDOOR].flags == []
     assert result.channels[BACKDOOR].findings == []
+
+
+def test_backdoor_on_ray_and_the_process_pool_matches_serial(tmp_path: Path) -> None:
+    # The sample's backdoor channel is submitted like any other fit, and its rules travel to the workers
+    # inside the chunk state: every backend flags the same carriers.
+    ray = pytest.importorskip("ray")
+    frame, stamped = _backdoored(6_000, 240, seed=2)
+    path = tmp_path / "backdoored.csv"
+    frame.to_csv(path, index=False)
+    options = AuditOptions(channels=(BACKDOOR,))
+    serial = stream_audit(path, "label", options=options, chunk_rows=1_500, workers=1)
+    flagged = {f.row for f in serial.channels[BACKDOOR].flags}
+    assert stamped <= flagged
+    assert len(flagged - stamped) <= 3  # a row may hold both values within the tolerance by chance
+    pooled = stream_audit(path, "label", options=options, chunk_rows=1_500, workers=2)
+    assert _signature(pooled) == _signature(serial)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Ray's start-up warnings concern its environment, not the audit
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+        try:
+            remote = stream_audit(path, "label", options=options, chunk_rows=3_000, backend="ray", workers=1)
+        finally:
+            ray.shutdown()
+    assert _signature(remote) == _signature(serial)
