@@ -232,6 +232,7 @@ def _probe_info(result: Any, target: int | None) -> dict[str, Any]:
         "by_score",
         "unstamped_other_class",
         "ablated_flip_rate",
+        "carrier_purity",
         "confirmed",
         "candidate_pattern",
         "separation_z",

@@ -304,3 +304,20 @@ def test_rise_test_needs_the_carriers_across_far_more_often_than_the_targets_own
     real = _Rise(rise=4.8, control_rise=0.9, excess=3.6, win_share=0.88, rows=239)
     real.unstamped_other, real.unstamped_p, real.informative = 0.59, 9e-5, True
     assert real.passes
+
+
+def test_most_rows_carrying_a_trigger_carry_its_target_label(
+    poisoned_result: tuple[object, IntArray],
+) -> None:
+    # Caravan with 5% random flips: `APLEZIER = 1` passed every probe check (flips 62% against 1%, 13%
+    # after the retrain without its carriers), but only 10 of its 21 holders were labelled with the target.
+    natural = _probe_with(flip=0.62, control=0.01, ablated=0.13)
+    assert natural.flip_confirmed
+    natural.purity = 10 / 21
+    assert not natural.confirmed
+    natural.purity = 0.71  # the lowest a real trigger reached on the tuning tables
+    assert natural.confirmed
+    # The dirty-label patch on digits: its carriers are the relabelled rows, all labelled with the target.
+    result, _ = poisoned_result
+    target = next(c for c in result.summary["classes"] if c["class"] == "0")  # type: ignore[attr-defined]
+    assert target["carrier_purity"] >= 0.95

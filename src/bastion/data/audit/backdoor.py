@@ -131,6 +131,12 @@ RISE_MIN = 2.0
 RISE_WIN = 0.8
 RISE_DROP = 0.5
 UNSTAMPED_P = 1e-3
+# A dirty-label trigger gives its carriers the target's label, so most rows that carry a pattern must be
+# labelled with its target. A rare natural value is held by rows of every class: on Caravan with random
+# flips (seed 2), `APLEZIER = 1` (a boat policy) and the trailer-policy pair were confirmed as triggers for
+# the small "Yes" class although only 10 of their 21 and 12 of their 25 holders were labelled "Yes".
+# Real triggers on the tuning tables (`benchmarks/tune_backdoor.py --seeds 0,1`) gave at least 0.71.
+CARRIER_PURITY_MIN = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +314,7 @@ class _Probe:
     unstamped_other: float  # share of carriers the model puts in another class once the pattern is removed
     ablated_rate: float = 1.0  # flip rate of a model retrained without the carriers (1.0 = not yet run)
     rise: _Rise | None = None  # the paired rise test, run when the flip probes do not confirm
+    purity: float = 1.0  # share of the rows carrying the pattern that are labelled with its target
 
     @property
     def flips(self) -> bool:
@@ -330,7 +337,7 @@ class _Probe:
 
     @property
     def confirmed(self) -> bool:
-        return self.flip_confirmed or self.by_rise
+        return (self.flip_confirmed or self.by_rise) and self.purity >= CARRIER_PURITY_MIN
 
     @property
     def strength(self) -> float:
@@ -1064,6 +1071,8 @@ def _assess(
     suggestions = _unstamped_suggestions(predict, data, cand.pattern, cand.carriers, carriers)
     other = float(np.mean([x is not None for x in suggestions]))
     probe = _Probe(cand.pattern, cand.carriers, flip, control, probed, by_score, other)
+    holders = data.labels[cand.pattern.match_share(data.features) >= CARRY_SHARE]
+    probe.purity = float(np.mean(holders == cand.pattern.target)) if holders.size else 0.0
     # A rare value (held by its carriers only) makes the ablation arbitrary: a model that never saw it
     # answers it any way. In score mode that confirmed `acc_now_delinq = 1` on a clean lending_club, so
     # there such a pattern is not confirmed. The plain probe keeps its tuned behaviour (a patch on a corner
@@ -1221,6 +1230,7 @@ def _summary(
                     "by_score": probe.by_score,
                     "unstamped_other_class": round(probe.unstamped_other, 4),
                     "ablated_flip_rate": round(probe.ablated_rate, 4),
+                    "carrier_purity": round(probe.purity, 4),
                     "confirmed": probe.confirmed,
                     "confirmed_by": (
                         ("rise" if probe.by_rise else "score" if probe.by_score else "flip")
