@@ -292,6 +292,9 @@ def test_backdoor_found_on_the_sample_flags_every_carrier(
     flag = channel.flags[0]
     for text in ("label 'stay'", "x2=", "x5=", "measured on a sample"):
         assert text in flag.reason
+    # With the trigger removed, the label model (fitted without the carriers) puts them back in their class.
+    suggested = [f.suggested_label for f in channel.flags]
+    assert suggested.count("churn") >= 0.8 * len(stamped)
     # The carriers are known poison to the label channel, as in memory: its model does not learn from
     # them, so the genuine churners they resemble are not read as a 'stay' -> 'churn' targeted flip.
     labelled = result.channels[LABEL]

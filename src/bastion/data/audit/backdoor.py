@@ -217,10 +217,20 @@ class CarrierRule:
     what: str  # ends a carrier's reason: "carries <pattern>, <what>"
     because: str  # ends the finding: "class 'x' holds N rows carrying <pattern>; <because>"
     evidence: dict[str, Any] = field(default_factory=dict)
+    neutral: tuple[
+        float, ...
+    ] = ()  # ordinary values of the pattern's features: the rows that do not carry it
 
     def shares(self, features: FloatArray) -> FloatArray:
         """Per row, the share of the pattern's features it matches."""
         return self.pattern.match_share(features)
+
+    def unstamp(self, features: FloatArray) -> FloatArray:
+        """A copy of ``features`` with the pattern's features set to ordinary values (the trigger removed)."""
+        x = np.array(features, dtype=np.float64, copy=True)
+        if self.neutral:
+            x[:, list(self.pattern.features)] = np.asarray(self.neutral, dtype=np.float64)
+        return x
 
     def row_score(self, share: float) -> float:
         """A carrier's score: the trigger's strength, weighted by how much of the pattern the row holds."""
@@ -903,12 +913,16 @@ def _unstamped_suggestions(
     """What the model says for each row once the pattern's features hold the non-carriers' median."""
     if len(rows) == 0:
         return []
-    others = data.features[~carriers] if (~carriers).any() else data.features
-    neutral = np.median(others[:, list(pattern.features)], axis=0)
     x = np.array(data.features[rows], dtype=np.float64, copy=True)
-    x[:, list(pattern.features)] = neutral
+    x[:, list(pattern.features)] = neutral_values(data, pattern, carriers)
     predicted = predict(x)
     return [data.label_name(int(p)) if int(p) != pattern.target else None for p in predicted]
+
+
+def neutral_values(data: AuditData, pattern: TriggerPattern, carriers: BoolArray) -> tuple[float, ...]:
+    """The median of the pattern's features over the rows that do not carry it: the trigger removed."""
+    others = data.features[~carriers] if (~carriers).any() else data.features
+    return tuple(float(v) for v in np.median(others[:, list(pattern.features)], axis=0))
 
 
 def run_backdoor_channel(data: AuditData, options: AuditOptions) -> ChannelResult:
@@ -1018,6 +1032,9 @@ def _flag_value_trigger(
         what=f"a repeated value combination: {why}",
         because=f"{why}, the signature of a dirty-label backdoor",
         evidence=trigger.to_json(data),
+        neutral=neutral_values(
+            data, pattern, value_trigger.carrying(data.features, trigger.columns, trigger.values)
+        ),
     )
     flagged = 0
     for row, suggestion in zip(trigger.carriers.tolist(), trigger.suggestions, strict=False):
@@ -1165,6 +1182,7 @@ def _flag(
         what=what,
         because=f"stamped on held-out rows of other classes {effect}",
         evidence={**evidence, "pattern_features": ",".join(pattern.feature_names)},
+        neutral=neutral_values(data, pattern, carriers),
     )
     for row, suggestion in zip(rows, suggestions, strict=True):
         row_share = float(share[row])

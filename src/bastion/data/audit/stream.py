@@ -734,15 +734,30 @@ def _backdoor_flags(
         shares = rule.shares(x)
         hits = np.flatnonzero((shares >= rule.min_share) & ~taken)
         taken[hits] = True
-        for i in hits.tolist():
+        suggested = _unstamped_answers(state, rule, x[hits])
+        for i, suggestion in zip(hits.tolist(), suggested, strict=True):
             share = float(shares[i])
             given = state.classes[labels[i]] if labels[i] >= 0 else "<missing>"
             carries = carries_text(rule.pattern, share, state.encoder)
             reason = f"label '{given}'; {carries}, {rule.what} (measured on a sample)"
-            result.flags.append(RowFlag(offset + i, BACKDOOR, rule.check, rule.row_score(share), reason))
+            score = rule.row_score(share)
+            result.flags.append(RowFlag(offset + i, BACKDOOR, rule.check, score, reason, suggestion))
         if hits.size:
             result.carriers[index] = result.carriers.get(index, 0) + int(hits.size)
     return taken
+
+
+def _unstamped_answers(state: ChunkState, rule: CarrierRule, x: FloatArray) -> list[str | None]:
+    """Per carrier, the label model's answer once the trigger is removed (None: the target, or no model).
+
+    In memory the backdoor channel's own network answers; here the label model does, which was fitted
+    without the sample's carriers, so it answers for the class a carrier came from.
+    """
+    if state.label_model is None or x.shape[0] == 0:
+        return [None] * x.shape[0]
+    answers = _predict(state.label_model, rule.unstamp(x), len(state.classes)).argmax(axis=1)
+    target = rule.pattern.target
+    return [state.classes[a] if a != target else None for a in answers.tolist()]
 
 
 def _outlier_flags(state: ChunkState, x: FloatArray, offset: int, result: ChunkResult) -> None:
