@@ -1032,9 +1032,7 @@ def _flag_value_trigger(
         what=f"a repeated value combination: {why}",
         because=f"{why}, the signature of a dirty-label backdoor",
         evidence=trigger.to_json(data),
-        neutral=neutral_values(
-            data, pattern, value_trigger.carrying(data.features, trigger.columns, trigger.values)
-        ),
+        neutral=neutral_values(data, pattern, np.isin(np.arange(data.n_rows), trigger.carriers)),
     )
     flagged = 0
     for row, suggestion in zip(trigger.carriers.tolist(), trigger.suggestions, strict=False):
