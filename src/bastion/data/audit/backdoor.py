@@ -232,6 +232,24 @@ class CarrierRule:
             x[:, list(self.pattern.features)] = np.asarray(self.neutral, dtype=np.float64)
         return x
 
+    def carries(self, features: FloatArray) -> BoolArray:
+        """Per row, whether it carries the trigger."""
+        return np.asarray(self.shares(features) >= self.min_share)
+
+    def finding(
+        self, path: str, rows: int, encoder: Any, where: str = "", evidence: dict[str, Any] | None = None
+    ) -> Finding:
+        """The critical finding for ``rows`` carriers; ``where`` says on which rows the evidence was taken."""
+        pattern = self.pattern
+        return Finding.make(
+            rules.BACKDOOR,
+            Severity.CRITICAL,
+            f"class '{pattern.target_name}' holds {rows} rows carrying "
+            f"{pattern.describe(encoder=encoder)}; {where}{self.because}",
+            Location(path, (f"class:{pattern.target_name}",)),
+            {**self.evidence, "flagged_rows": rows, **(evidence or {})},
+        )
+
     def row_score(self, share: float) -> float:
         """A carrier's score: the trigger's strength, weighted by how much of the pattern the row holds."""
         return round(float(np.clip(0.5 + 0.5 * self.strength * share, 0.0, 1.0)), 4)
@@ -1187,16 +1205,7 @@ def _flag(
         label = data.label_name(int(data.labels[row]))
         reason = f"label '{label}'; {carries_text(pattern, row_share, data.encoder)}, {what}"
         result.flags.append(RowFlag(int(row), BACKDOOR, CHECK, rule.row_score(row_share), reason, suggestion))
-    result.findings.append(
-        Finding.make(
-            rules.BACKDOOR,
-            Severity.CRITICAL,
-            f"class '{pattern.target_name}' holds {len(rows)} rows carrying "
-            f"{pattern.describe(encoder=data.encoder)}; {rule.because}",
-            Location(data.path, (f"class:{pattern.target_name}",)),
-            {**rule.evidence, "flagged_rows": len(rows)},
-        )
-    )
+    result.findings.append(rule.finding(data.path, len(rows), data.encoder))
     return rule
 
 

@@ -643,7 +643,7 @@ def _carried(carrier_rules: tuple[CarrierRule, ...], x: FloatArray) -> BoolArray
     """Rows that carry any of the rules' triggers."""
     carried = np.zeros(x.shape[0], dtype=bool)
     for rule in carrier_rules:
-        carried |= rule.shares(x) >= rule.min_share
+        carried |= rule.carries(x)
     return carried
 
 
@@ -1023,18 +1023,9 @@ def _backdoor_result(
         rows = carriers.get(index, 0)
         if rows == 0:
             continue
-        pattern = rule.pattern
-        result.findings.append(
-            Finding.make(
-                rules.BACKDOOR,
-                Severity.CRITICAL,
-                f"class '{pattern.target_name}' holds {rows} rows carrying "
-                f"{pattern.describe(encoder=state.encoder)}; on a uniform sample of {sample_rows} rows, "
-                f"{rule.because}",
-                Location(str(path), (f"class:{pattern.target_name}",)),
-                {**rule.evidence, "flagged_rows": rows, "sample_rows": sample_rows},
-            )
-        )
+        where = f"on a uniform sample of {sample_rows} rows, "
+        finding = rule.finding(str(path), rows, state.encoder, where, {"sample_rows": sample_rows})
+        result.findings.append(finding)
     return result
 
 
