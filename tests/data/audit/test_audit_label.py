@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits, make_blobs
 
-from bastion.data.audit import rules
+from bastion.data.audit import label, rules
 from bastion.data.audit.base import LABEL, AuditData, AuditOptions
 from bastion.data.audit.label import (
     class_recognition,
     contested_pair,
     dominant_pair,
+    flip_posterior,
     label_evidence,
+    noise_transitions,
     out_of_sample_probabilities,
     run_label_channel,
 )
@@ -279,3 +281,76 @@ def test_contested_pair_reads_direction_from_the_shares() -> None:
         None,
         False,
     )
+
+
+def test_noise_transitions_count_other_labels_among_the_surest_rows() -> None:
+    n = 1000
+    p_one = np.linspace(0.0, 1.0, n)
+    probs = np.column_stack([1.0 - p_one, p_one])
+    labels = (p_one > 0.5).astype(np.int64)
+    # 30 of the 200 rows surest to be class 1 carry label 0; the rows surest to be 0 are all labelled 0.
+    labels[n - 30 :] = 0
+    transitions = noise_transitions(labels, probs)
+    anchors = label.NOISE_ANCHOR_MIN
+    assert transitions[1, 0] == pytest.approx(30.5 / (anchors + 1))
+    assert transitions[0, 1] == pytest.approx(0.5 / (anchors + 1))
+    assert np.allclose(transitions.sum(axis=1), (anchors + 1.0) / (anchors + 1.0))
+
+
+def test_noise_transitions_never_reach_past_half_a_small_class() -> None:
+    # 40 rows of class 0, none flipped: only its 20 surest rows are anchors, so no row of class 1 reads as
+    # noise (all 100 rows would, with the 200-row minimum).
+    p_one = np.linspace(0.0, 1.0, 100)
+    labels = (p_one > 0.4).astype(np.int64)
+    transitions = noise_transitions(labels, np.column_stack([1.0 - p_one, p_one]))
+    assert transitions[0, 1] == pytest.approx(0.5 / 21)
+    assert transitions[1, 0] == pytest.approx(0.5 / 31)
+
+
+def test_flip_posterior_is_the_share_of_the_given_label_that_flips_explain() -> None:
+    transitions = np.array([[0.9, 0.1], [0.05, 0.95]])
+    probs = np.array([[0.2, 0.8], [0.2, 0.8], [0.999, 0.001]])
+    labels = np.array([0, 1, 1])
+    posterior = flip_posterior(labels, probs, transitions)
+    # Label 0 where class 1 is likely: 0.05 x 0.8 of the rows are flipped into it, out of 0.2.
+    assert posterior[0] == pytest.approx(0.05 * 0.8 / 0.2)
+    assert posterior[1] == pytest.approx(0.1 * 0.2 / 0.8)
+    assert posterior[2] == 1.0
+
+
+def _ambiguous_binary(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two classes with labels drawn from a logistic posterior: clean, yet ambiguous where it is near 0.5."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4))
+    p_one = 1.0 / (1.0 + np.exp(-(4.0 * x[:, 0] + 2.0 * x[:, 1] - 3.0)))
+    return x, (rng.random(n) < p_one).astype(np.int64)
+
+
+def _channel_flags(x: np.ndarray, y: np.ndarray) -> tuple[set[int], dict[str, float]]:
+    names = np.array(["stay", "churn"])
+    result = run_label_channel(from_arrays(x, names[y], kind="tabular", path="t.csv"), OPTIONS)
+    return {f.row for f in result.flags}, result.summary["noise_rates"]
+
+
+def test_noise_gate_quiets_a_clean_ambiguous_table_and_keeps_real_flips(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    x, y = _ambiguous_binary()
+    rng = np.random.default_rng(1)
+    flipped_rows = rng.choice(y.size, 300, replace=False)
+    noisy = y.copy()
+    noisy[flipped_rows] = 1 - noisy[flipped_rows]
+    gated_clean, clean_rates = _channel_flags(x, y)
+    gated_noisy, noisy_rates = _channel_flags(x, noisy)
+    monkeypatch.setattr(label, "FLIP_POSTERIOR_MIN", 0.0)
+    ungated_clean, _ = _channel_flags(x, y)
+    ungated_noisy, _ = _channel_flags(x, noisy)
+    # The clean table shows almost no other label where the model is surest, so its improbable rows are
+    # its own ambiguity: most of those flags go.
+    assert max(clean_rates.values()) < 4.0
+    assert len(gated_clean) <= 0.4 * len(ungated_clean)
+    # 10% flips show up as rates near 10% each way, and the flips found stay found.
+    assert min(noisy_rates.values()) > 7.0
+    truth = set(flipped_rows.tolist())
+    assert len(gated_noisy & truth) >= 0.95 * len(ungated_noisy & truth)
+    assert len(gated_noisy & truth) >= 0.6 * len(truth)

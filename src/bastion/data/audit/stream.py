@@ -372,6 +372,7 @@ class ChunkState:
     channels: tuple[str, ...]
     label_model: Any = None  # a fitted classifier over label codes (``classes_`` may miss rare classes)
     thresholds: FloatArray | None = None  # confident learning's per-class thresholds
+    transitions: FloatArray | None = None  # the sample's estimated flip rates (label.noise_transitions)
     judged: BoolArray | None = None  # classes with enough sample rows to judge their rows' labels
     sample_rows: IntArray | None = None  # sorted global rows of the sample ...
     sample_probs: FloatArray | None = None  # ... and their out-of-sample probabilities
@@ -473,13 +474,15 @@ def label_decisions(
     thresholds: FloatArray,
     pair: tuple[int, int] | None,
     contested: bool = False,
+    transitions: FloatArray | None = None,
 ) -> tuple[BoolArray, BoolArray, IntArray]:
     """(flagged, confident-learning off-diagonal, suggested class) per row, the label channel's rule.
 
     A row is off-diagonal in the confident joint when its given class is below its threshold and some other
     class reaches its own; it is flagged as the in-memory channel does: off-diagonal and the given class
     improbable, or the given class very improbable on its own, or inside the dominant pair. A ``contested``
-    pair also keeps the relabelled class's own rows, as `label.select_flags` does.
+    pair also keeps the relabelled class's own rows, as `label.select_flags` does. With ``transitions``
+    (two classes), a flag also needs the noise those rates show to support it (`label.noise_supported`).
     """
     rows = np.arange(labels.shape[0])
     given = probs[rows, labels]
@@ -496,6 +499,7 @@ def label_decisions(
     flagged = (cl & (given < AGREE_GIVEN_MAX)) | strong
     flagged = label_channel.apply_pair(flagged, labels, probs, suggested, pair, contested, strong)
     flagged &= others[rows, suggested] > given
+    flagged &= label_channel.noise_supported(labels, probs, transitions, pair)
     return flagged, cl, suggested
 
 
@@ -624,13 +628,17 @@ def _finish_label_fit(
         label_channel.pair_counts(y[train][cl], suggested[cl]), n_classes, thresholds
     )
     pair, contested = label_channel.contested_pair(y[train], oos, suggested, cl, pair)
+    transitions = label_channel.noise_transitions(y[train], oos)
     info["label_folds"] = fit.folds
+    if n_classes == 2:
+        info["noise_rates"] = label_channel.noise_rates(list(state.classes), transitions)
     info["thresholds"] = {state.classes[c]: round(float(t), 4) for c, t in enumerate(thresholds)}
     info["unjudged_classes"] = [state.classes[c] for c in np.flatnonzero(~judged).tolist()]
     return _replace(
         state,
         label_model=backend.get(fit.final),
         thresholds=thresholds,
+        transitions=transitions,
         judged=judged,
         sample_rows=sample_rows[train],
         sample_probs=oos,
@@ -705,7 +713,9 @@ def _label_flags(
     probs[hit] = state.sample_probs[at[hit]]
     valid = labels >= 0
     safe = np.where(valid, labels, 0)
-    flagged, _, suggested = label_decisions(probs, safe, state.thresholds, state.pair, state.pair_contested)
+    flagged, _, suggested = label_decisions(
+        probs, safe, state.thresholds, state.pair, state.pair_contested, state.transitions
+    )
     # A trigger's carriers are the backdoor channel's: their labels are planted, not mistaken.
     flagged &= valid & state.judged[safe] & ~carried
     index = np.arange(labels.shape[0])
@@ -969,6 +979,7 @@ def _label_result(
             "model": "hist-gradient-boosting",
             "folds": info.get("label_folds"),
             "neighbours": 0,
+            "noise_rates": info.get("noise_rates"),
             "dominant_pair": None
             if state.pair is None
             else {"given": classes[state.pair[0]], "suggested": classes[state.pair[1]]},
@@ -980,7 +991,9 @@ def _label_result(
         },
     )
     if flags:
-        result.findings.append(_label_finding(path, n_rows, classes, ordered, state.pair, len(flags)))
+        result.findings.append(
+            _label_finding(path, n_rows, classes, ordered, state.pair, len(flags), info.get("noise_rates"))
+        )
     return result
 
 
@@ -991,6 +1004,7 @@ def _label_finding(
     pairs: list[tuple[tuple[int, int], int]],
     pair: tuple[int, int] | None,
     total: int,
+    rates: dict[str, float] | None = None,
 ) -> Finding:
     """The label channel's finding, worded for the streamed evidence (a model, no neighbour vote)."""
     share = total / max(n_rows, 1)
@@ -1003,9 +1017,7 @@ def _label_finding(
             "one dominant class pair, the signature of a targeted flip"
         )
         members = (f"class:{classes[g]}",)
-    evidence: dict[str, object] = {"flagged_rows": total}
-    for (g, s), count in pairs[:10]:
-        evidence[f"{classes[g]} -> {classes[s]}"] = count
+    evidence = label_channel.finding_evidence(classes, pairs, total, rates)
     return Finding.make(
         rules.LABEL_NOISE, _severity(rules.LABEL_NOISE), message, Location(str(path), members), evidence
     )
