@@ -309,12 +309,8 @@ def noise(names: list[str]) -> None:
                 cells = [float(mask.sum()) for mask in masks]
                 shown = "-"
             totals.setdefault(f"{attack}@{rate:.2f}", []).append(cells)
-            transitions = label.noise_transitions(poisoned.labels, evidence.model_probs)
-            rates = (
-                " ".join(f"{v:.1f}" for v in label.noise_rates(data.classes, transitions).values())
-                if ds.n_classes == 2
-                else "-"
-            )
+            gate = label.noise_gate(poisoned.labels, evidence.model_probs)
+            rates = "-" if gate is None else " ".join(f"{v:.1f}" for v in gate.rates(data.classes).values())
             print(
                 f"| {name} | {attack}@{rate:.2f} | {int(poisoned.poison.sum())} | {rates} "
                 f"| {' / '.join(str(int(m.sum())) for m in masks)} | {shown} |",

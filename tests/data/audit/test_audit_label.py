@@ -14,6 +14,7 @@ from bastion.data.audit.label import (
     dominant_pair,
     flip_posterior,
     label_evidence,
+    noise_gate,
     noise_transitions,
     out_of_sample_probabilities,
     run_label_channel,
@@ -316,6 +317,25 @@ def test_flip_posterior_is_the_share_of_the_given_label_that_flips_explain() -> 
     assert posterior[0] == pytest.approx(0.05 * 0.8 / 0.2)
     assert posterior[1] == pytest.approx(0.1 * 0.2 / 0.8)
     assert posterior[2] == 1.0
+
+
+def test_noise_gate_calibrates_an_under_confident_model_to_the_labels() -> None:
+    # The model's log-odds are a quarter of the labels' own: Platt scaling recovers the factor, so a row the
+    # model gives 0.27 of its label is read at the labels' frequency there.
+    rng = np.random.default_rng(0)
+    logit = rng.normal(scale=2.0, size=4000)
+    labels = (rng.random(4000) < 1.0 / (1.0 + np.exp(-4.0 * logit))).astype(np.int64)
+    soft = 1.0 / (1.0 + np.exp(-logit))
+    gate = noise_gate(labels, np.column_stack([1.0 - soft, soft]))
+    assert gate is not None
+    assert 3.5 < gate.slope < 4.5
+    assert abs(gate.intercept) < 0.3
+    calibrated = gate.calibrated(np.array([[0.73, 0.27]]))
+    assert calibrated[0, 1] == pytest.approx(
+        1.0 / (1.0 + np.exp(-(gate.slope * np.log(0.27 / 0.73) + gate.intercept)))
+    )
+    assert calibrated[0, 1] < 0.05
+    assert noise_gate(np.array([0, 1, 2]), np.full((3, 3), 1.0 / 3)) is None
 
 
 def _ambiguous_binary(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

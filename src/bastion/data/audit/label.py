@@ -29,10 +29,11 @@ contested on clean tables too.
 With two classes a last check weighs each flag against the noise the table itself shows. Where the model is
 surest a row belongs to one class, the share of rows labelled with the other is an estimate of the flip
 rate into it (`noise_transitions`), and Bayes' rule then gives each row the chance that its label was
-flipped in (`flip_posterior`). A clean but ambiguous table (credit risk, churn) has rows that both views
-find improbable, yet its surest rows carry almost no other label, so those flags are its own ambiguity and
-are dropped; with random flips the same rows carry the flip rate and the flags stand. The rates are
-reported in the summary and the finding.
+flipped in (`flip_posterior`), on the model's probabilities scaled to the given labels' frequencies
+(`NoiseGate`: an under-confident model would otherwise clear real flips). A clean but ambiguous table
+(credit risk, churn) has rows that both views find improbable, yet its surest rows carry almost no other
+label, so those flags are its own ambiguity and are dropped; with random flips the same rows carry the
+flip rate and the flags stand. The rates are reported in the summary and the finding.
 
 Rows the backdoor channel confirmed (a trigger's carriers) are handed over as known poison: the model and
 the neighbour vote never learn from them and the selection runs without them. A dirty-label trigger's rows
@@ -121,9 +122,10 @@ PAIR_GIVEN_RECOGNISED = 0.5
 # FLIP_POSTERIOR_MIN; the F1-optimal cut on a posterior is half the F1 reached, and these tables reach
 # about 0.5. Chosen on the tuning tables (`benchmarks/tune_label.py noise`: 12 tables, clean, random flips
 # 5/10/20%, smallest-to-largest pair flips 25/50%, injected outliers 5/10%; F1 of the label and outlier
-# flags together): rows flagged on the clean copies 1,618 -> 1,150 (wa_churn 488 -> 215, Default 89 -> 35),
-# F1 on injected outliers 0.687 -> 0.735 and 0.777 -> 0.814, on pair flips 0.289 -> 0.301 and
-# 0.223 -> 0.234, on random flips 0.670 -> 0.667, 0.716 -> 0.715 and 0.740 unchanged.
+# flags together): rows flagged on the clean copies 1,618 -> 1,043 (wa_churn 488 -> 172, Default 89 -> 26),
+# F1 on injected outliers 0.687 -> 0.738 and 0.777 -> 0.815, on pair flips 0.289 -> 0.306 and
+# 0.223 -> 0.238, on random flips 0.670 -> 0.666, 0.716 -> 0.717 and 0.740 unchanged (the largest loss:
+# AER CreditCard at 5%, 0.87 -> 0.76).
 # With more classes each direction has too few anchors, and the kernel model's small probabilities are
 # not calibrated enough to divide by: a one-off trial with per-class rates spread over the other classes
 # cost F1 on MNIST rows 0..2499 at 5% flips (0.90 -> 0.87), so the gate is for two classes only.
@@ -496,29 +498,70 @@ def flip_posterior(labels: IntArray, probs: FloatArray, transitions: FloatArray)
     return np.asarray(np.minimum(1.0, inflow / np.clip(given, 1e-6, None)), dtype=np.float64)
 
 
-def noise_supported(
-    labels: IntArray, probs: FloatArray, transitions: FloatArray | None, pair: tuple[int, int] | None
-) -> BoolArray:
-    """Rows whose flag the data's own noise rates support; all rows with more than two classes.
+@dataclass(frozen=True, slots=True)
+class NoiseGate:
+    """The noise a two-class table shows: flip rates per direction, and the model's calibration to them.
 
-    The rows of a dominant pair's given class are kept: the pair's own evidence already speaks for them.
+    The rates come from the rows the model is surest of (`noise_transitions`). The calibration (Platt
+    scaling of the model's log-odds to the given labels) matters where the model is under-confident: a
+    kernel model on a few hundred texts gives a flipped row 0.3 of its given label where the labels say
+    0.06, and Bayes' rule on 0.3 would clear it.
     """
-    if transitions is None or probs.shape[1] != 2:
+
+    transitions: FloatArray
+    slope: float
+    intercept: float
+
+    def calibrated(self, probs: FloatArray) -> FloatArray:
+        """The model's two-class probabilities, rescaled to the given labels' frequencies."""
+        one = np.clip(probs[:, 1], 1e-6, 1.0 - 1e-6)
+        logit = self.slope * np.log(one / (1.0 - one)) + self.intercept
+        out = 1.0 / (1.0 + np.exp(-logit))
+        return np.column_stack([1.0 - out, out])
+
+    def supported(self, labels: IntArray, probs: FloatArray, pair: tuple[int, int] | None) -> BoolArray:
+        """Rows whose flip posterior reaches FLIP_POSTERIOR_MIN; a dominant pair's given class is kept.
+
+        The pair's own evidence already speaks for its rows.
+        """
+        keep = flip_posterior(labels, self.calibrated(probs), self.transitions) >= FLIP_POSTERIOR_MIN
+        if pair is not None:
+            keep |= labels == pair[0]
+        return keep
+
+    def rates(self, classes: list[str]) -> dict[str, float]:
+        """The estimated flip rates as 'from -> to' percentages, for the summary and the finding."""
+        return {
+            f"{classes[s]} -> {classes[g]}": round(100.0 * float(self.transitions[s, g]), 2)
+            for s in range(2)
+            for g in range(2)
+            if s != g
+        }
+
+
+def noise_gate(labels: IntArray, probs: FloatArray) -> NoiseGate | None:
+    """The noise gate of a two-class table from its out-of-sample probabilities; None with more classes."""
+    from sklearn.linear_model import LogisticRegression
+
+    if probs.shape[1] != 2 or np.unique(labels).size != 2:
+        return None
+    one = np.clip(probs[:, 1], 1e-6, 1.0 - 1e-6)
+    logit = np.log(one / (1.0 - one)).reshape(-1, 1)
+    platt = LogisticRegression(C=1e4).fit(logit, labels)
+    slope, intercept = float(platt.coef_[0, 0]), float(platt.intercept_[0])
+    if not slope > 0.0:
+        # A model whose ranking the labels do not follow has nothing to calibrate: keep its probabilities.
+        slope, intercept = 1.0, 0.0
+    return NoiseGate(noise_transitions(labels, probs), slope, intercept)
+
+
+def noise_supported(
+    labels: IntArray, probs: FloatArray, gate: NoiseGate | None, pair: tuple[int, int] | None
+) -> BoolArray:
+    """Rows whose flag the data's own noise supports; every row when there is no gate (more classes)."""
+    if gate is None:
         return np.ones(labels.shape[0], dtype=bool)
-    keep = flip_posterior(labels, probs, transitions) >= FLIP_POSTERIOR_MIN
-    if pair is not None:
-        keep |= labels == pair[0]
-    return keep
-
-
-def noise_rates(classes: list[str], transitions: FloatArray) -> dict[str, float]:
-    """The estimated flip rates as 'from -> to' percentages, for the summary and the finding."""
-    return {
-        f"{classes[s]} -> {classes[g]}": round(100.0 * float(transitions[s, g]), 2)
-        for s in range(transitions.shape[0])
-        for g in range(transitions.shape[1])
-        if s != g
-    }
+    return gate.supported(labels, probs, pair)
 
 
 def select_flags(labels: IntArray, evidence: LabelEvidence) -> tuple[BoolArray, tuple[int, int] | None]:
@@ -546,8 +589,8 @@ def select_flags(labels: IntArray, evidence: LabelEvidence) -> tuple[BoolArray, 
     flagged = apply_pair(flagged, labels, blended, suggested, pair, contested, strong)
     # Two classes: a table whose cleanest rows carry almost no other label shows no noise to find, and its
     # improbable rows are its own ambiguity (a sixth of a clean credit table).
-    transitions = noise_transitions(labels, evidence.model_probs)
-    return flagged & noise_supported(labels, evidence.model_probs, transitions, pair), pair
+    gate = noise_gate(labels, evidence.model_probs)
+    return flagged & noise_supported(labels, evidence.model_probs, gate, pair), pair
 
 
 def apply_pair(
@@ -603,11 +646,8 @@ def run_label_channel(
         flagged[keep], pair = select_flags(labels[keep], kept)
     n = labels.shape[0]
     judged = np.ones(n, dtype=bool) if known_poison is None else ~known_poison
-    rates = (
-        noise_rates(data.classes, noise_transitions(labels[judged], evidence.model_probs[judged]))
-        if len(data.classes) == 2
-        else None
-    )
+    gate = noise_gate(labels[judged], evidence.model_probs[judged])
+    rates = None if gate is None else gate.rates(data.classes)
     rows = np.arange(n)
     blended = evidence.blended
     others = blended.copy()

@@ -372,7 +372,7 @@ class ChunkState:
     channels: tuple[str, ...]
     label_model: Any = None  # a fitted classifier over label codes (``classes_`` may miss rare classes)
     thresholds: FloatArray | None = None  # confident learning's per-class thresholds
-    transitions: FloatArray | None = None  # the sample's estimated flip rates (label.noise_transitions)
+    noise_gate: label_channel.NoiseGate | None = None  # the sample's flip rates and calibration (2 classes)
     judged: BoolArray | None = None  # classes with enough sample rows to judge their rows' labels
     sample_rows: IntArray | None = None  # sorted global rows of the sample ...
     sample_probs: FloatArray | None = None  # ... and their out-of-sample probabilities
@@ -474,15 +474,15 @@ def label_decisions(
     thresholds: FloatArray,
     pair: tuple[int, int] | None,
     contested: bool = False,
-    transitions: FloatArray | None = None,
+    gate: label_channel.NoiseGate | None = None,
 ) -> tuple[BoolArray, BoolArray, IntArray]:
     """(flagged, confident-learning off-diagonal, suggested class) per row, the label channel's rule.
 
     A row is off-diagonal in the confident joint when its given class is below its threshold and some other
     class reaches its own; it is flagged as the in-memory channel does: off-diagonal and the given class
     improbable, or the given class very improbable on its own, or inside the dominant pair. A ``contested``
-    pair also keeps the relabelled class's own rows, as `label.select_flags` does. With ``transitions``
-    (two classes), a flag also needs the noise those rates show to support it (`label.noise_supported`).
+    pair also keeps the relabelled class's own rows, as `label.select_flags` does. With a ``gate``
+    (two classes), a flag also needs the noise the sample shows to support it (`label.noise_supported`).
     """
     rows = np.arange(labels.shape[0])
     given = probs[rows, labels]
@@ -499,7 +499,7 @@ def label_decisions(
     flagged = (cl & (given < AGREE_GIVEN_MAX)) | strong
     flagged = label_channel.apply_pair(flagged, labels, probs, suggested, pair, contested, strong)
     flagged &= others[rows, suggested] > given
-    flagged &= label_channel.noise_supported(labels, probs, transitions, pair)
+    flagged &= label_channel.noise_supported(labels, probs, gate, pair)
     return flagged, cl, suggested
 
 
@@ -628,17 +628,17 @@ def _finish_label_fit(
         label_channel.pair_counts(y[train][cl], suggested[cl]), n_classes, thresholds
     )
     pair, contested = label_channel.contested_pair(y[train], oos, suggested, cl, pair)
-    transitions = label_channel.noise_transitions(y[train], oos)
+    gate = label_channel.noise_gate(y[train], oos)
     info["label_folds"] = fit.folds
-    if n_classes == 2:
-        info["noise_rates"] = label_channel.noise_rates(list(state.classes), transitions)
+    if gate is not None:
+        info["noise_rates"] = gate.rates(list(state.classes))
     info["thresholds"] = {state.classes[c]: round(float(t), 4) for c, t in enumerate(thresholds)}
     info["unjudged_classes"] = [state.classes[c] for c in np.flatnonzero(~judged).tolist()]
     return _replace(
         state,
         label_model=backend.get(fit.final),
         thresholds=thresholds,
-        transitions=transitions,
+        noise_gate=gate,
         judged=judged,
         sample_rows=sample_rows[train],
         sample_probs=oos,
@@ -714,7 +714,7 @@ def _label_flags(
     valid = labels >= 0
     safe = np.where(valid, labels, 0)
     flagged, _, suggested = label_decisions(
-        probs, safe, state.thresholds, state.pair, state.pair_contested, state.transitions
+        probs, safe, state.thresholds, state.pair, state.pair_contested, state.noise_gate
     )
     # A trigger's carriers are the backdoor channel's: their labels are planted, not mistaken.
     flagged &= valid & state.judged[safe] & ~carried
