@@ -566,6 +566,14 @@ def noise_supported(
 
 def select_flags(labels: IntArray, evidence: LabelEvidence) -> tuple[BoolArray, tuple[int, int] | None]:
     """The combined rule: which rows to flag, and the dominant (given, suggested) pair if there is one."""
+    flagged, pair, _ = _select(labels, evidence)
+    return flagged, pair
+
+
+def _select(
+    labels: IntArray, evidence: LabelEvidence
+) -> tuple[BoolArray, tuple[int, int] | None, NoiseGate | None]:
+    """`select_flags`, with the noise gate it applied (for the summary)."""
     blended = evidence.blended
     n = labels.shape[0]
     rows = np.arange(n)
@@ -590,7 +598,7 @@ def select_flags(labels: IntArray, evidence: LabelEvidence) -> tuple[BoolArray, 
     # Two classes: a table whose cleanest rows carry almost no other label shows no noise to find, and its
     # improbable rows are its own ambiguity (a sixth of a clean credit table).
     gate = noise_gate(labels, evidence.model_probs)
-    return flagged & noise_supported(labels, evidence.model_probs, gate, pair), pair
+    return flagged & noise_supported(labels, evidence.model_probs, gate, pair), pair, gate
 
 
 def apply_pair(
@@ -629,7 +637,7 @@ def run_label_channel(
     evidence = label_evidence(data, options, known_poison)
     labels = data.labels
     if known_poison is None:
-        flagged, pair = select_flags(labels, evidence)
+        flagged, pair, gate = _select(labels, evidence)
     else:
         # The selection runs on the other rows only: confident learning prunes as many rows per class pair
         # as it counts off the diagonal, and the planted rows would otherwise add to that count and pull
@@ -643,10 +651,8 @@ def run_label_channel(
             evidence.folds,
         )
         flagged = np.zeros(labels.shape[0], dtype=bool)
-        flagged[keep], pair = select_flags(labels[keep], kept)
+        flagged[keep], pair, gate = _select(labels[keep], kept)
     n = labels.shape[0]
-    judged = np.ones(n, dtype=bool) if known_poison is None else ~known_poison
-    gate = noise_gate(labels[judged], evidence.model_probs[judged])
     rates = None if gate is None else gate.rates(data.classes)
     rows = np.arange(n)
     blended = evidence.blended
