@@ -127,8 +127,8 @@ PAIR_GIVEN_RECOGNISED = 0.5
 # 0.223 -> 0.238, on random flips 0.670 -> 0.666, 0.716 -> 0.717 and 0.740 unchanged (the largest loss:
 # AER CreditCard at 5%, 0.87 -> 0.76).
 # With more classes each direction has too few anchors, and the kernel model's small probabilities are
-# not calibrated enough to divide by: a one-off trial with per-class rates spread over the other classes
-# cost F1 on MNIST rows 0..2499 at 5% flips (0.90 -> 0.87), so the gate is for two classes only.
+# not calibrated enough to divide by (a one-off trial with per-class rates spread over the other classes,
+# not kept in the harness, lost F1 on MNIST rows 0..2499 at 5% flips), so the gate is for two classes only.
 NOISE_ANCHOR_SHARE = 0.05
 NOISE_ANCHOR_MIN = 200
 FLIP_POSTERIOR_MIN = 0.25
