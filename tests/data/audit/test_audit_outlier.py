@@ -142,3 +142,19 @@ def test_tables_get_no_residual_score() -> None:
     assert image_model.residual is not None
     whole = image_model.score(x)
     np.testing.assert_allclose(whole, np.concatenate([image_model.score(p) for p in np.array_split(x, 3)]))
+
+
+def test_small_noise_images_are_found_by_the_lighter_image_cut() -> None:
+    # On 8x8 images the residual gap is small; the forest's image cut (5, tables keep 6) finds them.
+    x, y = _mnist_tuning_rows()
+    small = np.pad(x.reshape(-1, 28, 28), ((0, 0), (2, 2), (2, 2))).reshape(-1, 8, 4, 8, 4).mean(axis=(2, 4))
+    flat = small.reshape(len(small), 64)
+    rng = np.random.default_rng(7)
+    noise = np.clip(flat.mean(axis=0) + 5 * flat.std(axis=0) * rng.standard_normal((125, 64)), 0.0, 1.0)
+    images = np.vstack([flat, noise]).reshape(-1, 8, 8)
+    labels = np.concatenate([y, rng.integers(0, 5, 125)])
+    result = run_outlier_channel(from_arrays(images, labels, kind="image"), AuditOptions())
+    flagged = {f.row for f in result.flags}
+    assert len(flagged & set(range(2500, 2625))) >= 110
+    assert len(flagged - set(range(2500, 2625))) <= 2
+    assert result.summary["forest_cut"] == 5.0
