@@ -112,6 +112,19 @@ def test_digits_images_flips() -> None:
     assert len(hits) >= 0.8 * len(flagged)
 
 
+def test_image_components_keep_their_relative_variances_and_tables_are_standardised() -> None:
+    digits = load_digits()
+    pixels = digits.data / 16.0
+    images = label.representation(from_arrays(pixels, digits.target, kind="image"), 0)
+    spread = images.var(axis=0)
+    assert images.shape == (len(pixels), label.COMPONENTS)
+    assert spread.mean() == pytest.approx(1.0)
+    # Unwhitened: the first component carries many times the variance of the last.
+    assert spread[0] > 20 * spread[-1]
+    table = label.representation(from_arrays(pixels[:, :20], digits.target), 0)
+    np.testing.assert_allclose(table.std(axis=0)[table.std(axis=0) > 0], 1.0)
+
+
 def test_probabilities_are_out_of_sample_and_normalised() -> None:
     x, y = _blobs(n=300)
     probs = out_of_sample_probabilities(_named(x, y), OPTIONS)
