@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 from bastion.data.audit import rules
-from bastion.data.audit.base import OUTLIER, AuditOptions
+from bastion.data.audit.base import OUTLIER, AuditOptions, ChannelResult
 from bastion.data.audit.load import from_arrays
 from bastion.data.audit.outlier import fit_outlier_model, run_outlier_channel
 
@@ -112,15 +112,20 @@ def _mnist_tuning_rows() -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(x[:2500], dtype=np.float64) / 255.0, np.asarray(y[:2500])
 
 
+def _audit_with_noise_images(flat: np.ndarray, y: np.ndarray, side: int) -> ChannelResult:
+    """The outlier channel on ``flat`` images (side x side) followed by 125 clipped noise images."""
+    rng = np.random.default_rng(7)
+    extra = flat.mean(axis=0) + 5 * flat.std(axis=0) * rng.standard_normal((125, flat.shape[1]))
+    images = np.vstack([flat, np.clip(extra, 0.0, 1.0)]).reshape(-1, side, side)
+    labels = np.concatenate([y, rng.integers(0, 5, 125)])
+    return run_outlier_channel(from_arrays(images, labels, kind="image"), AuditOptions())
+
+
 def test_noise_images_are_found_off_the_image_subspace() -> None:
     # Noise images clipped to the pixel range are many and alike: the forest scores them under its cut
     # (0 of 125 found before the residual score) and no single pixel of theirs is rare.
     x, y = _mnist_tuning_rows()
-    rng = np.random.default_rng(7)
-    noise = np.clip(x.mean(axis=0) + 5 * x.std(axis=0) * rng.standard_normal((125, 784)), 0.0, 1.0)
-    images = np.vstack([x, noise]).reshape(-1, 28, 28)
-    labels = np.concatenate([y, rng.integers(0, 5, 125)])
-    result = run_outlier_channel(from_arrays(images, labels, kind="image"), AuditOptions())
+    result = _audit_with_noise_images(x, y, 28)
     flagged = {f.row for f in result.flags}
     assert flagged == set(range(2500, 2625))
     assert result.summary["by_image_residual"] == 125
@@ -148,12 +153,7 @@ def test_small_noise_images_are_found_by_the_lighter_image_cut() -> None:
     # On 8x8 images the residual gap is small; the forest's image cut (5, tables keep 6) finds them.
     x, y = _mnist_tuning_rows()
     small = np.pad(x.reshape(-1, 28, 28), ((0, 0), (2, 2), (2, 2))).reshape(-1, 8, 4, 8, 4).mean(axis=(2, 4))
-    flat = small.reshape(len(small), 64)
-    rng = np.random.default_rng(7)
-    noise = np.clip(flat.mean(axis=0) + 5 * flat.std(axis=0) * rng.standard_normal((125, 64)), 0.0, 1.0)
-    images = np.vstack([flat, noise]).reshape(-1, 8, 8)
-    labels = np.concatenate([y, rng.integers(0, 5, 125)])
-    result = run_outlier_channel(from_arrays(images, labels, kind="image"), AuditOptions())
+    result = _audit_with_noise_images(small.reshape(len(small), 64), y, 8)
     flagged = {f.row for f in result.flags}
     assert len(flagged & set(range(2500, 2625))) >= 110
     assert len(flagged - set(range(2500, 2625))) <= 2
