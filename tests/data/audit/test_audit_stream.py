@@ -244,6 +244,9 @@ def test_half_flip_keeps_the_relabelled_class_rows(tmp_path: Path) -> None:
     flagged = {f.row for f in channel.flags}
     flipped = set(np.flatnonzero(noisy != y).tolist())
     assert channel.summary["dominant_pair"] == {"given": "bee", "suggested": "ant"}
+    # Eight columns: narrow, so only boosting is fitted.
+    assert channel.summary["model"] == "hist-gradient-boosting"
+    assert channel.summary["model_log_loss"] is None
     assert len(flagged & flipped) >= 0.6 * len(flagged)
     assert sum(noisy[row] == 0 for row in flagged) <= 0.1 * len(flagged)
 
@@ -371,3 +374,42 @@ def test_streamed_noise_gate_quiets_a_clean_ambiguous_table(
     assert set(rates) == {"churn -> stay", "stay -> churn"}
     assert max(rates.values()) < 4.0
     assert gated <= 0.5 * ungated
+
+
+def test_wide_stream_chooses_the_model_family_as_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 70 columns mixing a 40-dimensional latent: the label is an oblique cut through it, which a kernel on
+    # principal components follows and trees approximate poorly. 200 of 4,000 labels flipped.
+    from bastion.data.audit import label
+    from bastion.data.audit.load import from_frame
+
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=(4000, 40))
+    x = latent @ rng.normal(size=(40, 70)) + 0.3 * rng.normal(size=(4000, 70))
+    y = (latent @ rng.normal(size=40) > 0).astype(np.int64)
+    flipped = rng.choice(4000, 200, replace=False)
+    y[flipped] = 1 - y[flipped]
+    frame = pd.DataFrame(np.round(x, 5), columns=[f"x{i}" for i in range(70)])
+    frame["label"] = np.array(["inner", "outer"])[y]
+    path = tmp_path / "wide.csv"
+    frame.to_csv(path, index=False)
+
+    def audit() -> tuple[dict[str, object], set[int]]:
+        result = stream_audit(
+            path, "label", options=AuditOptions(channels=(LABEL,)), chunk_rows=1000, workers=1
+        )
+        return result.channels[LABEL].summary, {f.row for f in result.channels[LABEL].flags}
+
+    summary, flagged = audit()
+    losses = summary["model_log_loss"]
+    assert isinstance(losses, dict)
+    assert summary["model"] == label.KERNEL
+    assert losses[label.KERNEL] < losses[label.BOOSTING]
+    assert label.label_evidence(from_frame(frame, "label"), AuditOptions()).model == label.KERNEL
+    hits = flagged & set(flipped.tolist())
+    assert len(hits) >= 100
+    assert len(hits) >= 0.9 * len(flagged)
+    monkeypatch.setattr(label, "families_for_width", lambda *shape: (label.BOOSTING,))
+    _, boosted = audit()
+    assert len(boosted & set(flipped.tolist())) < len(hits)

@@ -3,10 +3,12 @@
 Pass 1 reads the file once in chunks and keeps only O(n) small arrays (a 64-bit feature hash, a label
 code and a source code per row), per-class counts and a bounded uniform sample (a reservoir of random
 keys). Everything that has to be learnt is fitted on the sample: the encoder, the outlier model and a
-label model whose K-fold out-of-sample probabilities set the confident-learning per-class thresholds (the
-idea of cleanlab's batched label issues). Pass 2 scores chunk after chunk with :func:`score_chunk`, a plain
-top-level function over a picklable :class:`ChunkState`, so the same code runs serially, in a process pool
-or on Ray. Duplicates are found from the hashes of pass 1, so copies across chunk boundaries are seen.
+label model (boosting; on tables wider than 64 encoded columns also the kernel family, the lower
+out-of-fold log-loss deciding as in memory) whose K-fold out-of-sample probabilities set the
+confident-learning per-class thresholds (the idea of cleanlab's batched label issues). Pass 2 scores
+chunk after chunk with :func:`score_chunk`, a plain top-level function over a picklable
+:class:`ChunkState`, so the same code runs serially, in a process pool or on Ray. Duplicates are found
+from the hashes of pass 1, so copies across chunk boundaries are seen.
 
 The backdoor channel runs in memory on a uniform part of the sample: a dirty-label trigger rides on a share
 of the rows, so the sample holds that share of its carriers, and each trigger it confirms becomes a rule
@@ -419,21 +421,39 @@ def _predict(model: Any, x: FloatArray, n_classes: int) -> FloatArray:
     return probs
 
 
-def fit_fold(x: FloatArray, labels: IntArray, test: FloatArray, n_classes: int, seed: int) -> FloatArray:
+def _label_estimator(family: str, n_rows: int, seed: int) -> Any:
+    if family == label_channel.KERNEL:
+        return label_channel.wide_table_kernel(n_rows, seed)
+    return _hgb(seed)
+
+
+def fit_fold(
+    x: FloatArray,
+    labels: IntArray,
+    test: FloatArray,
+    n_classes: int,
+    seed: int,
+    family: str = label_channel.BOOSTING,
+) -> FloatArray:
     """Fit the label model on one fold's training rows and return its probabilities for the test rows."""
     with _one_thread():
-        model = _hgb(seed).fit(x, labels)
+        model = _label_estimator(family, x.shape[0], seed).fit(x, labels)
         return _predict(model, test, n_classes)
 
 
-def fit_label_model(x: FloatArray, labels: IntArray, seed: int) -> Any:
+def fit_label_model(x: FloatArray, labels: IntArray, seed: int, family: str = label_channel.BOOSTING) -> Any:
     """The label model fitted on the whole sample, to score the rows outside it."""
     with _one_thread():
-        return _hgb(seed).fit(x, labels)
+        return _label_estimator(family, x.shape[0], seed).fit(x, labels)
 
 
 def _submit_folds(
-    x: FloatArray, labels: IntArray, n_classes: int, options: AuditOptions, backend: _Backend
+    x: FloatArray,
+    labels: IntArray,
+    n_classes: int,
+    options: AuditOptions,
+    backend: _Backend,
+    family: str = label_channel.BOOSTING,
 ) -> Callable[[], FloatArray]:
     """Start the K-fold fits on the backend; the returned call collects the out-of-sample probabilities."""
     folds = label_channel.effective_folds(labels, options.folds)
@@ -447,7 +467,7 @@ def _submit_folds(
         if present.size < 2:
             probs[np.ix_(test, present)] = 1.0
             continue
-        handle = backend.submit(fit_fold, x[train], labels[train], x[test], n_classes, options.seed)
+        handle = backend.submit(fit_fold, x[train], labels[train], x[test], n_classes, options.seed, family)
         handles.append((test, handle))
 
     def collect() -> FloatArray:
@@ -590,8 +610,8 @@ class _LabelFit:
     """The label model's fits in flight: the sample rows they learn from, the final model, the folds."""
 
     train: IntArray
-    final: Any
-    collect: Callable[[], FloatArray]
+    finals: dict[str, Any]  # model family -> its final fit in flight
+    collects: dict[str, Callable[[], FloatArray]]  # model family -> its folds' probabilities
     n_classes: int
     folds: int
 
@@ -599,15 +619,22 @@ class _LabelFit:
 def _start_label_fit(
     x: FloatArray, y: IntArray, exclude: BoolArray, n_classes: int, options: AuditOptions, backend: _Backend
 ) -> _LabelFit:
-    """Submit the final label model and its K folds on at most LABEL_TRAIN_ROWS sample rows not excluded."""
+    """Submit the final label model and its K folds on at most LABEL_TRAIN_ROWS sample rows not excluded.
+
+    A wide table gets both model families, as in memory (`label._families`), and the lower out-of-fold
+    log-loss decides in `_finish_label_fit`.
+    """
     rng = np.random.default_rng(options.seed)
     train = np.flatnonzero(~exclude).astype(np.int64)
     if train.size > LABEL_TRAIN_ROWS:
         train = np.sort(rng.choice(train, LABEL_TRAIN_ROWS, replace=False))
-    final = backend.submit(fit_label_model, x[train], y[train], options.seed)
-    collect = _submit_folds(x[train], y[train], n_classes, options, backend)
+    finals: dict[str, Any] = {}
+    collects: dict[str, Callable[[], FloatArray]] = {}
+    for family in label_channel.families_for_width(train.size, x.shape[1]):
+        finals[family] = backend.submit(fit_label_model, x[train], y[train], options.seed, family)
+        collects[family] = _submit_folds(x[train], y[train], n_classes, options, backend, family)
     folds = int(label_channel.effective_folds(y[train], options.folds))
-    return _LabelFit(train, final, collect, n_classes, folds)
+    return _LabelFit(train, finals, collects, n_classes, folds)
 
 
 def _finish_label_fit(
@@ -620,7 +647,16 @@ def _finish_label_fit(
 ) -> ChunkState:
     """Collect the folds, set confident learning's thresholds and the dominant pair, keep the model."""
     n_classes, train = fit.n_classes, fit.train
-    oos = fit.collect()
+    losses: dict[str, float] = {}
+    candidates: dict[str, FloatArray] = {}
+    for family, collect in fit.collects.items():
+        candidates[family] = collect()
+        losses[family] = label_channel.log_loss_of(y[train], candidates[family])
+    family = min(losses, key=losses.__getitem__)
+    oos = candidates[family]
+    info["label_model"] = family
+    if len(losses) > 1:
+        info["label_log_loss"] = {name: round(loss, 4) for name, loss in losses.items()}
     thresholds = cl_thresholds(oos, y[train], n_classes)
     judged = np.bincount(y[train], minlength=n_classes) >= MIN_CLASS_SAMPLE
     _, cl, suggested = label_decisions(oos, y[train], thresholds, None)
@@ -636,7 +672,7 @@ def _finish_label_fit(
     info["unjudged_classes"] = [state.classes[c] for c in np.flatnonzero(~judged).tolist()]
     return _replace(
         state,
-        label_model=backend.get(fit.final),
+        label_model=backend.get(fit.finals[family]),
         thresholds=thresholds,
         noise_gate=gate,
         judged=judged,
@@ -976,7 +1012,8 @@ def _label_result(
         summary={
             "n_flagged": len(flags),
             "pairs": [{"given": classes[g], "suggested": classes[s], "rows": n} for (g, s), n in ordered],
-            "model": "hist-gradient-boosting",
+            "model": info.get("label_model", label_channel.BOOSTING),
+            "model_log_loss": info.get("label_log_loss"),
             "folds": info.get("label_folds"),
             "neighbours": 0,
             "noise_rates": info.get("noise_rates"),
