@@ -233,7 +233,7 @@ def _families(data: AuditData) -> tuple[str, ...]:
     """
     if data.kind in ("image", "text"):
         return (KERNEL,)
-    return (KERNEL, BOOSTING) if _is_wide(data) else (BOOSTING,)
+    return families_for_width(*data.features.shape)
 
 
 def _kernel_model(n_rows: int, n_columns: int, seed: int) -> Any:
@@ -269,6 +269,7 @@ def wide_table_kernel(n_rows: int, seed: int) -> Any:
 
 def families_for_width(n_rows: int, n_columns: int) -> tuple[str, ...]:
     """The families a table of this shape is tried with: both when it is wide, boosting otherwise."""
+    # The kernel reads COMPONENTS principal components, fitted (in the stream) on a fold's training rows.
     wide = n_columns > WIDE_COLUMNS and n_rows > 2 * COMPONENTS
     return (KERNEL, BOOSTING) if wide else (BOOSTING,)
 

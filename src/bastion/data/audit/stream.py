@@ -607,7 +607,7 @@ def _fit_state(
 
 @dataclass(frozen=True, slots=True)
 class _LabelFit:
-    """The label model's fits in flight: the sample rows they learn from, the final model, the folds."""
+    """The label model's fits in flight: the sample rows they learn from, and each family's fits."""
 
     train: IntArray
     finals: dict[str, Any]  # model family -> its final fit in flight
