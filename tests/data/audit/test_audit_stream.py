@@ -376,6 +376,42 @@ def test_streamed_noise_gate_quiets_a_clean_ambiguous_table(
     assert gated <= 0.5 * ungated
 
 
+def test_streamed_audit_finds_a_half_relabelled_minority_by_its_flip_rate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in memory: half of a 10% minority relabelled as the majority. The sample's surest minority rows
+    # carry the majority label about 64% of the time, which makes the flipped rows likely flips.
+    from bastion.data.audit import label
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6000, 4))
+    p_one = 1.0 / (1.0 + np.exp(-(4.0 * x[:, 0] + 2.0 * x[:, 1] - 6.0)))
+    y = (rng.random(x.shape[0]) < p_one).astype(np.int64)
+    minority = np.flatnonzero(y == 1)
+    flipped = set(rng.choice(minority, minority.size // 2, replace=False).tolist())
+    frame = pd.DataFrame(np.round(x, 6), columns=[f"x{i}" for i in range(4)])
+    frame["label"] = np.where(y == 1, "churn", "stay")
+    frame.loc[sorted(flipped), "label"] = "stay"
+    path = tmp_path / "half.csv"
+    frame.to_csv(path, index=False)
+
+    def found() -> tuple[int, dict[str, float], list[str]]:
+        result = stream_audit(
+            path, "label", options=AuditOptions(channels=(LABEL,)), chunk_rows=1500, workers=1
+        )
+        channel = result.channels[LABEL]
+        rows = {f.row for f in channel.flags}
+        return len(rows & flipped), channel.summary["noise_rates"], [f.reason for f in channel.flags]
+
+    with_rule, rates, reasons = found()
+    monkeypatch.setattr(label, "FLIP_LIKELY", 2.0)
+    without_rule, _, _ = found()
+    assert rates["churn -> stay"] > 40.0
+    assert with_rule >= 0.6 * len(flipped)
+    assert without_rule <= 0.35 * len(flipped)
+    assert all("chance this label was flipped in is" in reason for reason in reasons)
+
+
 def test_wide_stream_chooses_the_model_family_as_in_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -502,7 +502,8 @@ def label_decisions(
     class reaches its own; it is flagged as the in-memory channel does: off-diagonal and the given class
     improbable, or the given class very improbable on its own, or inside the dominant pair. A ``contested``
     pair also keeps the relabelled class's own rows, as `label.select_flags` does. With a ``gate``
-    (two classes), a flag also needs the noise the sample shows to support it (`label.noise_supported`).
+    (two classes), the noise the sample shows weighs the flags (`label.weigh_by_noise`): it drops those the
+    table's own noise explains and adds the rows more likely flipped than not.
     """
     rows = np.arange(labels.shape[0])
     given = probs[rows, labels]
@@ -519,7 +520,7 @@ def label_decisions(
     flagged = (cl & (given < AGREE_GIVEN_MAX)) | strong
     flagged = label_channel.apply_pair(flagged, labels, probs, suggested, pair, contested, strong)
     flagged &= others[rows, suggested] > given
-    flagged &= label_channel.noise_supported(labels, probs, gate, pair)
+    flagged = label_channel.weigh_by_noise(flagged, labels, probs, gate, pair)
     return flagged, cl, suggested
 
 
@@ -758,6 +759,8 @@ def _label_flags(
     given_p = probs[index, safe]
     scores = np.clip(0.5 + 0.5 * (probs[index, suggested] - given_p), 0.0, 1.0)
     classes = state.classes
+    gate = state.noise_gate
+    chance = None if gate is None else gate.flip_chance(safe, probs)
     for i in np.flatnonzero(flagged).tolist():
         g, s = int(safe[i]), int(suggested[i])
         result.label_pairs[(g, s)] = result.label_pairs.get((g, s), 0) + 1
@@ -766,6 +769,8 @@ def _label_flags(
             f"label {classes[g]!r} but a {source} gives {classes[g]!r} {probs[i, g]:.2f} "
             f"and {classes[s]!r} {probs[i, s]:.2f}"
         )
+        if chance is not None:
+            reason += label_channel.flip_chance_text(float(chance[i]))
         result.flags.append(
             RowFlag(int(rows[i]), LABEL, CHECK, float(scores[i]), reason, suggested_label=classes[s])
         )
