@@ -5,6 +5,7 @@
     python benchmarks/tune_label.py pairs [--datasets mnist_tune,mnist_tune/1250/0,...]
     python benchmarks/tune_label.py noise [--datasets wa_churn,lending_club,...]
     python benchmarks/tune_label.py likely [--datasets wa_churn,...] [--divisors 0.001,0.4,0.5,0.6]
+    python benchmarks/tune_label.py hand-over [--datasets wa_churn,...]
 
 ``families``: for tables wider than 64 encoded columns the channel fits the kernel on principal components
 and boosting on the columns and keeps the lower out-of-fold log-loss. Per table and attack (clean, random
@@ -28,6 +29,10 @@ relabelled as the largest. Per run, the F1 of the label flags without the rule a
 the correction's divisor (`label.NOISE_DIVISOR_MIN`; on clean copies, the rows flagged), confident learning
 alone on the same probabilities, and the ceiling of ranking by the clean labels' posterior
 (`flip_ceiling.py`); then the means.
+
+``hand-over``: the outlier channel's rows handed to the label channel as known (`run.run_audit`), on the
+ten two-class tables of ``likely`` with every attack of ``noise``. Per run, the F1 of the label and outlier
+flags together (on clean copies, the rows flagged) without and with the hand-over; then the means.
 
 ``known-poison``: ``run_audit`` hands the rows the backdoor channel confirmed to the label channel. Per table,
 target (majority, minority) and rate (3%, 10%) of the benchmark's dirty-label backdoor, the label flags and
@@ -395,10 +400,52 @@ def likely(names: list[str], divisors: list[float]) -> None:
             print(f"| {key} | " + " | ".join(f"{v:.3f}" for v in table.mean(axis=0)) + " |")
 
 
+def hand_over(names: list[str]) -> None:
+    """The label and outlier flags together, without and with the outlier rows handed to the label channel."""
+    from bastion.data.audit import label, outlier
+    from bastion.data.audit.base import AuditOptions
+
+    options = AuditOptions(seed=0)
+    print("| table | attack | poison | outliers flagged | without | with |")
+    print("|---|---|---|---|---|---|")
+    totals: dict[str, list[list[float]]] = {}
+    for name in names:
+        ds = tb.load(name, 0)
+        for attack, rate, poisoned in _noise_runs(ds):
+            n = len(poisoned.labels)
+            data = tb.audit_data(ds, poisoned.features, poisoned.labels)
+            found = _flags(outlier.run_outlier_channel(data, options), n)
+            masks = [
+                _flags(label.run_label_channel(data, options, handed), n) | found
+                for handed in (None, found if found.any() else None)
+            ]
+            if poisoned.poison.any():
+                cells = [_f1(mask, poisoned.poison) for mask in masks]
+                shown = [f"{c:.3f}" for c in cells]
+            else:
+                cells = [float(mask.sum()) for mask in masks]
+                shown = [f"{c:.0f}" for c in cells]
+            totals.setdefault(f"{attack}@{rate:.2f}", []).append(cells)
+            print(
+                f"| {name} | {attack}@{rate:.2f} | {int(poisoned.poison.sum())} | {int(found.sum())} | "
+                + " | ".join(shown)
+                + " |",
+                flush=True,
+            )
+    print("\n| attack | without | with |  (clean: rows flagged, summed; others: mean F1)")
+    print("|---|---|---|")
+    for key, rows in totals.items():
+        table = np.asarray(rows, dtype=np.float64)
+        if key.startswith("clean"):
+            print(f"| {key} | " + " | ".join(f"{v:.0f}" for v in table.sum(axis=0)) + " |")
+        else:
+            print(f"| {key} | " + " | ".join(f"{v:.3f}" for v in table.mean(axis=0)) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one of the harnesses."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("families", "known-poison", "pairs", "noise", "likely"))
+    parser.add_argument("mode", choices=("families", "known-poison", "pairs", "noise", "likely", "hand-over"))
     parser.add_argument("--datasets", default=None)
     parser.add_argument("--divisors", default="0.001,0.4,0.5,0.6", help="likely: divisor floors to compare")
     args = parser.parse_args(argv)
@@ -408,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         pairs((args.datasets or PAIR_SETS).split(","))
     elif args.mode == "noise":
         noise((args.datasets or NOISE_SETS).split(","))
+    elif args.mode == "hand-over":
+        hand_over((args.datasets or LIKELY_SETS).split(","))
     elif args.mode == "likely":
         likely((args.datasets or LIKELY_SETS).split(","), [float(d) for d in args.divisors.split(",")])
     else:

@@ -133,7 +133,7 @@ def test_value_trigger_flags_name_the_values_and_the_evidence() -> None:
 
 def test_audit_hands_the_confirmed_carriers_to_the_label_channel(monkeypatch: pytest.MonkeyPatch) -> None:
     from bastion.data.audit import label
-    from bastion.data.audit.base import CHANNELS, LABEL
+    from bastion.data.audit.base import CHANNELS, LABEL, OUTLIER
     from bastion.data.audit.run import run_audit
 
     received: list[object] = []
@@ -150,7 +150,9 @@ def test_audit_hands_the_confirmed_carriers_to_the_label_channel(monkeypatch: py
     assert list(result.channels) == list(CHANNELS)
     backdoor_rows = {f.row for f in result.channels[BACKDOOR].flags}
     assert backdoor_rows == set(rows.tolist())
-    # The label channel was told which rows are planted, and flags none of them.
+    # The label channel was told which rows are planted (and which the outlier channel took), and flags
+    # none of them.
+    outlier_rows = {f.row for f in result.channels[OUTLIER].flags if f.remove}
     assert len(received) == 1
-    assert set(np.flatnonzero(np.asarray(received[0])).tolist()) == backdoor_rows
+    assert set(np.flatnonzero(np.asarray(received[0])).tolist()) == backdoor_rows | outlier_rows
     assert not {f.row for f in result.channels[LABEL].flags} & backdoor_rows

@@ -37,13 +37,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from bastion.data.audit import rules, value_trigger
 from bastion.data.audit.base import (
     BACKDOOR,
     AuditData,
     AuditOptions,
+    BoolArray,
     ChannelResult,
     FloatArray,
     IntArray,
@@ -52,8 +52,6 @@ from bastion.data.audit.base import (
 from bastion.data.audit.representation import penultimate, train_mlp
 from bastion.data.audit.stats import mad
 from bastion.findings import Finding, Location, Severity
-
-BoolArray = npt.NDArray[np.bool_]
 
 CHECK = "trigger-probe"
 VALUE_CHECK = "value-trigger"

@@ -12,6 +12,7 @@ from bastion.findings import Finding
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 # The four independent detector channels; a flagged row names every channel that flagged it.
 LABEL = "label"

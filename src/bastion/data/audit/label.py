@@ -65,13 +65,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from bastion.data.audit import rules
 from bastion.data.audit.base import (
     LABEL,
     AuditData,
     AuditOptions,
+    BoolArray,
     ChannelResult,
     FloatArray,
     IntArray,
@@ -157,8 +157,6 @@ FLIP_LIKELY = 0.5
 NOISE_DIVISOR_MIN = 0.5
 
 CHECK = "confident-learning+knn"
-
-BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True, slots=True)

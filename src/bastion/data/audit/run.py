@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from bastion.data.audit.base import (
     BACKDOOR,
@@ -17,13 +16,13 @@ from bastion.data.audit.base import (
     OUTLIER,
     AuditData,
     AuditOptions,
+    BoolArray,
     ChannelResult,
     RowFlag,
 )
 from bastion.findings import Finding, sort_findings
 
 ChannelRunner = Callable[[AuditData, AuditOptions, "AuditData | None", "BoolArray | None"], ChannelResult]
-BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(slots=True)
@@ -117,15 +116,22 @@ def run_audit(
     flags: list[RowFlag] = []
     # The backdoor channel runs first: the rows it confirms are planted, and the label channel must not
     # learn from them (a trigger's relabelled rows would teach it that their source class is the target,
-    # and it would flag the genuine rows of that class). Results keep the usual channel order.
-    order = sorted(options.channels, key=lambda name: name != BACKDOOR)
+    # and it would flag the genuine rows of that class). The outlier channel runs next, and its rows are
+    # handed over too: injected outliers carry random labels, and a model that learns them misreads the clean
+    # rows at the edge of the data (on the ten two-class tuning tables, `benchmarks/tune_label.py
+    # hand-over`, the F1 of the label and outlier flags together on injected outliers at 5% and 10%
+    # rose from 0.748 and 0.855 to 0.763 and 0.877; flips moved by 0.008 at most). Results keep the usual
+    # channel order.
+    order = sorted(options.channels, key=lambda name: (name != BACKDOOR, name != OUTLIER))
     done: dict[str, ChannelResult] = {}
     poison: BoolArray | None = None
     for name in order:
         done[name] = runners[name](data, options, reference, poison)
-        if name == BACKDOOR and done[name].flags:
-            poison = np.zeros(data.n_rows, dtype=bool)
-            poison[[f.row for f in done[name].flags if f.remove]] = True
+        handed = [f.row for f in done[name].flags if f.remove] if name in (BACKDOOR, OUTLIER) else []
+        if handed:
+            if poison is None:
+                poison = np.zeros(data.n_rows, dtype=bool)
+            poison[handed] = True
     for name in options.channels:
         channel = done[name]
         result.channels[name] = channel
