@@ -290,13 +290,40 @@ def _noise_runs(ds: Any) -> Iterator[tuple[str, float, Any]]:
             yield attack, rate, pa.outliers(x, y, rate, ds.n_classes, rng, clip=clip)
 
 
+def _audited_runs(names: list[str]) -> Iterator[tuple[str, str, float, Any, Any, Any]]:
+    """Per table and run of `_noise_runs`: the name, attack, rate, poisoned split, its audit data and the
+    outlier channel's flags."""
+    from bastion.data.audit import outlier
+    from bastion.data.audit.base import AuditOptions
+
+    options = AuditOptions(seed=0)
+    for name in names:
+        ds = tb.load(name, 0)
+        for attack, rate, poisoned in _noise_runs(ds):
+            data = tb.audit_data(ds, poisoned.features, poisoned.labels)
+            found = _flags(outlier.run_outlier_channel(data, options), len(poisoned.labels))
+            yield name, attack, rate, poisoned, data, found
+
+
+def _print_means(totals: dict[str, list[list[float]]], heads: list[str]) -> None:
+    """Per attack, the summed cells of the clean copies (rows flagged) and the mean of the others (F1)."""
+    print("\n| attack | " + " | ".join(heads) + " |  (clean: rows flagged, summed; others: mean F1)")
+    print("|---|" + "---|" * len(heads))
+    for key, rows in totals.items():
+        table = np.asarray(rows, dtype=np.float64)
+        if key.startswith("clean"):
+            print(f"| {key} | " + " | ".join(f"{v:.0f}" for v in table.sum(axis=0)) + " |")
+        else:
+            print(f"| {key} | " + " | ".join(f"{v:.3f}" for v in table.mean(axis=0)) + " |")
+
+
 def noise(names: list[str]) -> None:
     """The two-class noise gate: the label flags without and with it, per table and attack, and the means.
 
     The F1 is of the label flags joined with the outlier channel's, as the audit removes both; on clean
     copies the cells count the rows flagged.
     """
-    from bastion.data.audit import label, outlier
+    from bastion.data.audit import label
     from bastion.data.audit.base import AuditOptions
 
     options = AuditOptions(seed=0)
@@ -304,42 +331,30 @@ def noise(names: list[str]) -> None:
     print("| table | attack | poison | flip rates % | flags without / with | F1 without / with |")
     print("|---|---|---|---|---|---|")
     totals: dict[str, list[list[float]]] = {}
-    for name in names:
-        ds = tb.load(name, 0)
-        for attack, rate, poisoned in _noise_runs(ds):
-            n = len(poisoned.labels)
-            data = tb.audit_data(ds, poisoned.features, poisoned.labels)
-            found = _flags(outlier.run_outlier_channel(data, options), n)
-            evidence = label.label_evidence(data, options)
-            masks = []
-            for gate in (0.0, cut):
-                label.FLIP_POSTERIOR_MIN = gate
-                try:
-                    masks.append(label.select_flags(poisoned.labels, evidence)[0] | found)
-                finally:
-                    label.FLIP_POSTERIOR_MIN = cut
-            if poisoned.poison.any():
-                cells = [_f1(mask, poisoned.poison) for mask in masks]
-                shown = " / ".join(f"{c:.2f}" for c in cells)
-            else:
-                cells = [float(mask.sum()) for mask in masks]
-                shown = "-"
-            totals.setdefault(f"{attack}@{rate:.2f}", []).append(cells)
-            gate = label.noise_gate(poisoned.labels, evidence.model_probs)
-            rates = "-" if gate is None else " ".join(f"{v:.1f}" for v in gate.rates(data.classes).values())
-            print(
-                f"| {name} | {attack}@{rate:.2f} | {int(poisoned.poison.sum())} | {rates} "
-                f"| {' / '.join(str(int(m.sum())) for m in masks)} | {shown} |",
-                flush=True,
-            )
-    print("\n| attack | without | with |  (clean: rows flagged, summed; others: mean F1)")
-    print("|---|---|---|")
-    for key, rows in totals.items():
-        table = np.asarray(rows, dtype=np.float64)
-        if key.startswith("clean"):
-            print(f"| {key} | " + " | ".join(f"{v:.0f}" for v in table.sum(axis=0)) + " |")
+    for name, attack, rate, poisoned, data, found in _audited_runs(names):
+        evidence = label.label_evidence(data, options)
+        masks = []
+        for gate in (0.0, cut):
+            label.FLIP_POSTERIOR_MIN = gate
+            try:
+                masks.append(label.select_flags(poisoned.labels, evidence)[0] | found)
+            finally:
+                label.FLIP_POSTERIOR_MIN = cut
+        if poisoned.poison.any():
+            cells = [_f1(mask, poisoned.poison) for mask in masks]
+            shown = " / ".join(f"{c:.2f}" for c in cells)
         else:
-            print(f"| {key} | " + " | ".join(f"{v:.3f}" for v in table.mean(axis=0)) + " |")
+            cells = [float(mask.sum()) for mask in masks]
+            shown = "-"
+        totals.setdefault(f"{attack}@{rate:.2f}", []).append(cells)
+        gate = label.noise_gate(poisoned.labels, evidence.model_probs)
+        rates = "-" if gate is None else " ".join(f"{v:.1f}" for v in gate.rates(data.classes).values())
+        print(
+            f"| {name} | {attack}@{rate:.2f} | {int(poisoned.poison.sum())} | {rates} "
+            f"| {' / '.join(str(int(m.sum())) for m in masks)} | {shown} |",
+            flush=True,
+        )
+    _print_means(totals, ["without", "with"])
 
 
 def likely(names: list[str], divisors: list[float]) -> None:
@@ -390,56 +405,38 @@ def likely(names: list[str], divisors: list[float]) -> None:
             print(
                 f"| {name} | {attack}@{rate:.2f} | {int(truth.sum())} | {rates} | " + " | ".join(shown) + " |"
             )
-    print("\n| attack | " + " | ".join(heads) + " |  (clean: rows flagged, summed; others: mean F1)")
-    print("|---|" + "---|" * len(heads))
-    for key, rows in totals.items():
-        table = np.asarray(rows, dtype=np.float64)
-        if key.startswith("clean"):
-            print(f"| {key} | " + " | ".join(f"{v:.0f}" for v in table.sum(axis=0)[:-1]) + " | - |")
-        else:
-            print(f"| {key} | " + " | ".join(f"{v:.3f}" for v in table.mean(axis=0)) + " |")
+    _print_means(totals, heads)
 
 
 def hand_over(names: list[str]) -> None:
     """The label and outlier flags together, without and with the outlier rows handed to the label channel."""
-    from bastion.data.audit import label, outlier
+    from bastion.data.audit import label
     from bastion.data.audit.base import AuditOptions
 
     options = AuditOptions(seed=0)
     print("| table | attack | poison | outliers flagged | without | with |")
     print("|---|---|---|---|---|---|")
     totals: dict[str, list[list[float]]] = {}
-    for name in names:
-        ds = tb.load(name, 0)
-        for attack, rate, poisoned in _noise_runs(ds):
-            n = len(poisoned.labels)
-            data = tb.audit_data(ds, poisoned.features, poisoned.labels)
-            found = _flags(outlier.run_outlier_channel(data, options), n)
-            masks = [
-                _flags(label.run_label_channel(data, options, handed), n) | found
-                for handed in (None, found if found.any() else None)
-            ]
-            if poisoned.poison.any():
-                cells = [_f1(mask, poisoned.poison) for mask in masks]
-                shown = [f"{c:.3f}" for c in cells]
-            else:
-                cells = [float(mask.sum()) for mask in masks]
-                shown = [f"{c:.0f}" for c in cells]
-            totals.setdefault(f"{attack}@{rate:.2f}", []).append(cells)
-            print(
-                f"| {name} | {attack}@{rate:.2f} | {int(poisoned.poison.sum())} | {int(found.sum())} | "
-                + " | ".join(shown)
-                + " |",
-                flush=True,
-            )
-    print("\n| attack | without | with |  (clean: rows flagged, summed; others: mean F1)")
-    print("|---|---|---|")
-    for key, rows in totals.items():
-        table = np.asarray(rows, dtype=np.float64)
-        if key.startswith("clean"):
-            print(f"| {key} | " + " | ".join(f"{v:.0f}" for v in table.sum(axis=0)) + " |")
+    for name, attack, rate, poisoned, data, found in _audited_runs(names):
+        n = len(poisoned.labels)
+        masks = [
+            _flags(label.run_label_channel(data, options, handed), n) | found
+            for handed in (None, found if found.any() else None)
+        ]
+        if poisoned.poison.any():
+            cells = [_f1(mask, poisoned.poison) for mask in masks]
+            shown = [f"{c:.3f}" for c in cells]
         else:
-            print(f"| {key} | " + " | ".join(f"{v:.3f}" for v in table.mean(axis=0)) + " |")
+            cells = [float(mask.sum()) for mask in masks]
+            shown = [f"{c:.0f}" for c in cells]
+        totals.setdefault(f"{attack}@{rate:.2f}", []).append(cells)
+        print(
+            f"| {name} | {attack}@{rate:.2f} | {int(poisoned.poison.sum())} | {int(found.sum())} | "
+            + " | ".join(shown)
+            + " |",
+            flush=True,
+        )
+    _print_means(totals, ["without", "with"])
 
 
 def main(argv: list[str] | None = None) -> int:

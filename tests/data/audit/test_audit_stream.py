@@ -346,6 +346,17 @@ def test_backdoor_on_ray_and_the_process_pool_matches_serial(tmp_path: Path) -> 
     assert _signature(remote) == _signature(serial)
 
 
+def _logistic_two_class(offset: float) -> tuple[pd.DataFrame, np.ndarray, np.random.Generator]:
+    """6,000 rows, labels 'churn'/'stay' drawn from a logistic posterior; a larger offset, a rarer 'churn'."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6000, 4))
+    p_one = 1.0 / (1.0 + np.exp(-(4.0 * x[:, 0] + 2.0 * x[:, 1] - offset)))
+    y = (rng.random(x.shape[0]) < p_one).astype(np.int64)
+    frame = pd.DataFrame(np.round(x, 6), columns=[f"x{i}" for i in range(4)])
+    frame["label"] = np.where(y == 1, "churn", "stay")
+    return frame, y, rng
+
+
 def test_streamed_noise_gate_quiets_a_clean_ambiguous_table(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -353,11 +364,7 @@ def test_streamed_noise_gate_quiets_a_clean_ambiguous_table(
     # almost no other label, so the rows the model finds improbable are the table's own ambiguity.
     from bastion.data.audit import label
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(6000, 4))
-    p_one = 1.0 / (1.0 + np.exp(-(4.0 * x[:, 0] + 2.0 * x[:, 1] - 3.0)))
-    frame = pd.DataFrame(np.round(x, 6), columns=[f"x{i}" for i in range(4)])
-    frame["label"] = np.where(rng.random(x.shape[0]) < p_one, "churn", "stay")
+    frame, _, _ = _logistic_two_class(offset=3.0)
     path = tmp_path / "ambiguous.csv"
     frame.to_csv(path, index=False)
 
@@ -383,14 +390,9 @@ def test_streamed_audit_finds_a_half_relabelled_minority_by_its_flip_rate(
     # carry the majority label about 64% of the time, which makes the flipped rows likely flips.
     from bastion.data.audit import label
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(6000, 4))
-    p_one = 1.0 / (1.0 + np.exp(-(4.0 * x[:, 0] + 2.0 * x[:, 1] - 6.0)))
-    y = (rng.random(x.shape[0]) < p_one).astype(np.int64)
+    frame, y, rng = _logistic_two_class(offset=6.0)
     minority = np.flatnonzero(y == 1)
     flipped = set(rng.choice(minority, minority.size // 2, replace=False).tolist())
-    frame = pd.DataFrame(np.round(x, 6), columns=[f"x{i}" for i in range(4)])
-    frame["label"] = np.where(y == 1, "churn", "stay")
     frame.loc[sorted(flipped), "label"] = "stay"
     path = tmp_path / "half.csv"
     frame.to_csv(path, index=False)
