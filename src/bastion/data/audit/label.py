@@ -147,7 +147,7 @@ FLIP_POSTERIOR_MIN = 0.25
 # the other label about half the time, and that rate says whose rows they are. The divisor is held at
 # NOISE_DIVISOR_MIN or more: when the anchors of a class carry mostly the other label the model has not
 # found that class (lending_club's minority: 88% on a clean table), and the full correction would flag a
-# quarter of the table. Chosen on the two-class tuning tables (`benchmarks/tune_label.py noise`, ten
+# quarter of the table. Chosen on the two-class tuning tables (`benchmarks/tune_label.py likely`, ten
 # tables; F1 of the label flags alone): pair flips of 25% and 50% of the minority 0.219 -> 0.311 and
 # 0.127 -> 0.302 (the ceiling of `flip_ceiling`'s clean posterior: 0.333 and 0.413), random flips at
 # 5/10/20% 0.634 -> 0.625, 0.696 -> 0.727 and 0.705 -> 0.791; rows flagged on the clean copies 993 ->
