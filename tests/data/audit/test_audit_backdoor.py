@@ -11,6 +11,7 @@ from bastion.data.audit.backdoor import (
     _ablation_decides,
     _ablation_informative,
     _decider,
+    _is_two_valued,
     _Probe,
     _Rise,
     attack_success_rate,
@@ -321,3 +322,24 @@ def test_most_rows_carrying_a_trigger_carry_its_target_label(
     result, _ = poisoned_result
     target = next(c for c in result.summary["classes"] if c["class"] == "0")  # type: ignore[attr-defined]
     assert target["carrier_purity"] >= 0.95
+
+
+def test_a_flag_column_stays_two_valued_with_a_few_junk_rows() -> None:
+    # Junk rows (far-out values on every column) give each of their rows a value of its own. A flag column
+    # holding 10% of them is still a flag: the one-hot safeguards of the probes must keep applying to it.
+    rng = np.random.default_rng(0)
+    n = 1000
+    flag = (rng.random(n) < 0.3).astype(np.float64)
+    junk = np.where(np.arange(n) < 100, rng.normal(scale=5.0, size=n), flag)
+    count = rng.poisson(1.0, size=n).astype(np.float64)
+    continuous = rng.normal(size=n)
+    mostly_junk = np.where(np.arange(n) < 300, rng.normal(scale=5.0, size=n), flag)
+    data = AuditData(
+        "t.csv",
+        "tabular",
+        np.column_stack([flag, junk, count, continuous, mostly_junk]),
+        np.zeros(n, dtype=np.int64),
+        ["a"],
+        ["flag", "flag_with_junk", "count", "continuous", "mostly_junk"],
+    )
+    assert [_is_two_valued(data, c) for c in range(5)] == [True, True, False, False, False]

@@ -156,3 +156,38 @@ def test_audit_hands_the_confirmed_carriers_to_the_label_channel(monkeypatch: py
     assert len(received) == 1
     assert set(np.flatnonzero(np.asarray(received[0])).tolist()) == backdoor_rows | outlier_rows
     assert not {f.row for f in result.channels[LABEL].flags} & backdoor_rows
+
+
+def _students_with_junk(junk_share: float, seed: int = 0, n: int = 2400) -> AuditData:
+    """A one-hot pair that explains the label (students spend more yet rarely default), plus junk rows.
+
+    The junk rows carry far-out values on every column and random labels, as injected outliers do; they
+    give the one-hot columns many distinct values.
+    """
+    rng = np.random.default_rng(seed)
+    student = (rng.random(n) < 0.3).astype(np.float64)
+    x = rng.normal(size=(n, 4))
+    x[:, 0] += 1.5 * student
+    score = x[:, 0] - 3.0 * student + 0.5 * x[:, 1] + rng.normal(scale=0.5, size=n)
+    y = (score > np.quantile(score, 0.8)).astype(np.int64)
+    x = np.column_stack([np.round(x, 4), 1.0 - student, student])
+    k = round(junk_share * n)
+    junk = x.mean(axis=0) + 5.0 * x.std(axis=0) * rng.normal(size=(k, x.shape[1]))
+    names = ["c0", "c1", "c2", "c3", "student=No", "student=Yes"]
+    return AuditData(
+        "t.csv",
+        "tabular",
+        np.vstack([x, junk]),
+        np.concatenate([y, rng.integers(0, 2, k)]),
+        ["stay", "default"],
+        names,
+    )
+
+
+@pytest.mark.parametrize("junk_share", [0.0, 0.05, 0.10])
+def test_a_one_hot_pair_is_no_trigger_when_junk_rows_give_it_many_values(junk_share: float) -> None:
+    # Without the pair, a model places half the students with the defaulters, and nearly all of them are
+    # labelled "stay": the relabelled test alone would confirm the pair. A category is never searched, and
+    # the junk rows' stray values must not make it a column of many levels (they did: with 5% of them the
+    # pair was confirmed and every student row flagged).
+    assert not [t for t in find_value_triggers(_students_with_junk(junk_share), seed=0) if t.confirmed]

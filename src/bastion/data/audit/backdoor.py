@@ -50,7 +50,7 @@ from bastion.data.audit.base import (
     RowFlag,
 )
 from bastion.data.audit.representation import penultimate, train_mlp
-from bastion.data.audit.stats import mad
+from bastion.data.audit.stats import is_flag_column, mad
 from bastion.findings import Finding, Location, Severity
 
 CHECK = "trigger-probe"
@@ -133,8 +133,11 @@ UNSTAMPED_P = 1e-3
 # labelled with its target. A rare natural value is held by rows of every class: on Caravan with random
 # flips (seed 2), `APLEZIER = 1` (a boat policy) and the trailer-policy pair were confirmed as triggers for
 # the small "Yes" class although only 10 of their 21 and 12 of their 25 holders were labelled "Yes".
-# Real triggers on the tuning tables (`benchmarks/tune_backdoor.py --seeds 0,1`) gave at least 0.71.
-CARRIER_PURITY_MIN = 0.5
+# Real triggers on the tuning tables (`benchmarks/tune_backdoor.py --seeds 0,1`) gave at least 0.71. The
+# bar sits between that and the natural predictor `total_day_minutes` of mlc_churn with 10% injected
+# outliers (`tune_backdoor.py --outliers 0.10`), which passed the rise test by a hair with 51% of its
+# holders labelled "churn" and flagged 250 clean rows at a bar of 0.5.
+CARRIER_PURITY_MIN = 0.6
 
 
 @dataclass(frozen=True, slots=True)
@@ -608,7 +611,14 @@ def _log_odds(model: Any, target: int) -> Callable[[FloatArray], FloatArray] | N
 
 
 def _is_two_valued(data: AuditData, column: int) -> bool:
-    return len(np.unique(data.features[:, column])) <= 2
+    """Whether the column is one-hot or a flag, stray junk rows aside (``stats.is_flag_column``).
+
+    Counting distinct values instead, a flag column holding junk rows passed for a column of many values:
+    on the benchmark's email table with 5% injected outliers that let the rise test confirm the natural flag
+    `to_multiple = 1` as a trigger for ham and quarantine 440 clean rows (the junk rows at or beyond 1 made
+    the ablation look informative).
+    """
+    return is_flag_column(data.features[:, column])
 
 
 def _two_valued(data: AuditData) -> BoolArray:

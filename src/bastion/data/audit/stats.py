@@ -32,3 +32,21 @@ def squash(z: FloatArray, cut: float) -> FloatArray:
     """Map robust z-scores to [0, 1]: 0.5 at the flagging cut, approaching 1 far beyond it."""
     z = np.asarray(z, dtype=np.float64)
     return 1.0 / (1.0 + np.exp(-(z - cut) / max(cut / 4.0, 1e-6)))
+
+
+# A flag column stays a flag when at most this share of its rows hold stray values of their own.
+STRAY_SHARE = 0.2
+
+
+def is_flag_column(column: FloatArray) -> bool:
+    """Whether a column is one-hot or a flag: two values, give or take a few stray rows of junk.
+
+    Junk rows (far-out values on every column, as injected outliers carry) give each of their rows a value
+    of its own, so a flag column holding them has many distinct values. Only two of them repeat, though,
+    and the others cover at most STRAY_SHARE of the rows (injected outliers at 5% and 10% stay under it);
+    a count (0, 1, 2, ...) repeats its values.
+    """
+    _, counts = np.unique(np.asarray(column), return_counts=True)
+    repeated = int(np.count_nonzero(counts > 1))
+    singles = int(np.count_nonzero(counts == 1))
+    return repeated <= 2 and singles <= STRAY_SHARE * counts.sum()

@@ -7,11 +7,12 @@ model answers it for almost every row already, and the probe has nothing to meas
 data instead, and asks two questions a trigger cannot dodge:
 
 1. Do some rows share *exact* values in several columns far more often than the columns' own frequencies
-   predict? Per column with at least MIN_LEVELS distinct values, every value held by at least MIN_CARRIERS
-   rows is a spike; per pair of columns, the rows holding both spikes are counted against what independence
-   predicts (LIFT_MIN). A column whose values are otherwise nearly all distinct may carry a one-column
-   trigger: a value repeated MIN_CARRIERS times there is a candidate by itself. The candidate grows by every
-   other column on which most carriers share one exact value that is rare elsewhere.
+   predict? Per column with at least MIN_LEVELS distinct values (and not a flag with a few junk rows, see
+   ``stats.is_flag_column``), every value held by at least MIN_CARRIERS rows is a spike; per pair of
+   columns, the rows holding both spikes are counted against what independence predicts (LIFT_MIN). A
+   column whose values are otherwise nearly all distinct may carry a one-column trigger: a value repeated
+   MIN_CARRIERS times there is a candidate by itself. The candidate grows by every other column on which
+   most carriers share one exact value that is rare elsewhere.
 2. Are the carriers relabelled rows? They must almost all carry one label (PURITY_MIN), and a model fitted to
    the other rows *without the pattern's columns* must place them with the other classes: on the target's
    log-odds, the share of carriers below the midpoint of the held-out target rows' and other rows' medians
@@ -36,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bastion.data.audit.base import AuditData, FloatArray, IntArray
+from bastion.data.audit.stats import is_flag_column
 
 # A spike value is held by at least this many rows; a trigger on fewer rows cannot teach a model much.
 MIN_CARRIERS = 10
@@ -135,7 +137,10 @@ def _spike_columns(
     continuous: dict[int, float] = {}
     for c in range(x.shape[1]):
         values, counts = np.unique(x[:, c], return_counts=True)
-        if len(values) < MIN_LEVELS:
+        # A flag with a few junk rows has many distinct values, all but two of them held by one row each:
+        # still a flag. Searched, the one-hot pair `student` of ISLR Default with 5% injected outliers was
+        # confirmed as a trigger and 2,060 clean rows flagged (`tune_backdoor.py --outliers`).
+        if len(values) < MIN_LEVELS or is_flag_column(x[:, c]):
             continue
         typical[c] = float(np.median(counts))
         if counts[counts == 1].sum() >= UNIQUE_SHARE * n:
