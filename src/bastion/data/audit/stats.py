@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from bastion.data.audit.base import FloatArray
 
@@ -47,6 +48,11 @@ def is_flag_column(column: FloatArray) -> bool:
     a count (0, 1, 2, ...) repeats its values.
     """
     _, counts = np.unique(np.asarray(column), return_counts=True)
+    return is_flag_counts(counts)
+
+
+def is_flag_counts(counts: npt.NDArray[np.int64]) -> bool:
+    """``is_flag_column`` from a column's per-value row counts, for callers that already have them."""
     repeated = int(np.count_nonzero(counts > 1))
     singles = int(np.count_nonzero(counts == 1))
-    return repeated <= 2 and singles <= STRAY_SHARE * counts.sum()
+    return repeated <= 2 and singles <= STRAY_SHARE * int(counts.sum())

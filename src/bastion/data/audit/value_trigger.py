@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bastion.data.audit.base import AuditData, FloatArray, IntArray
-from bastion.data.audit.stats import is_flag_column
+from bastion.data.audit.stats import is_flag_counts
 
 # A spike value is held by at least this many rows; a trigger on fewer rows cannot teach a model much.
 MIN_CARRIERS = 10
@@ -140,7 +140,7 @@ def _spike_columns(
         # A flag with a few junk rows has many distinct values, all but two of them held by one row each:
         # still a flag. Searched, the one-hot pair `student` of ISLR Default with 5% injected outliers was
         # confirmed as a trigger and 2,060 clean rows flagged (`tune_backdoor.py --outliers`).
-        if len(values) < MIN_LEVELS or is_flag_column(x[:, c]):
+        if len(values) < MIN_LEVELS or is_flag_counts(counts):
             continue
         typical[c] = float(np.median(counts))
         if counts[counts == 1].sum() >= UNIQUE_SHARE * n:
