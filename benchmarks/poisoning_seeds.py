@@ -19,19 +19,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-ANCHORS = ("cleanlab", "art_ss", "art_ac", "iforest")
-DETECTORS = (*ANCHORS, "bastion")
+from poisoning import ANCHORS, DETECTORS, _mean
+
+OUTCOME_KEYS = {"dataset", "attack", "rate", "detector", "f1", "asr"}
 
 
 def _finite(values: Sequence[float]) -> list[float]:
     return [v for v in values if v == v]
-
-
-def _mean(values: Sequence[float]) -> float:
-    vals = _finite(values)
-    return float(np.mean(vals)) if vals else float("nan")
 
 
 def load_runs(paths: Sequence[Path]) -> list[list[dict[str, Any]]]:
@@ -39,9 +35,14 @@ def load_runs(paths: Sequence[Path]) -> list[list[dict[str, Any]]]:
     runs: list[list[dict[str, Any]]] = []
     for path in paths:
         try:
-            runs.append(json.loads(path.read_text()))
+            run = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise SystemExit(f"{path}: not a poisoning.py --json output ({exc})") from None
+        if not isinstance(run, list) or not all(
+            isinstance(o, dict) and o.keys() >= OUTCOME_KEYS for o in run
+        ):
+            raise SystemExit(f"{path}: not a poisoning.py --json output (expected a list of outcomes)")
+        runs.append(run)
     return runs
 
 

@@ -53,6 +53,10 @@ def test_a_file_that_is_not_benchmark_output_is_named_in_one_line(tmp_path: Path
     bad.write_text("{not json")
     with pytest.raises(SystemExit, match=r"run\.json: not a poisoning\.py --json output"):
         ps.load_runs([bad])
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"dataset": "a"}))
+    with pytest.raises(SystemExit, match=r"other\.json: not a poisoning\.py --json output \(expected a list"):
+        ps.load_runs([other])
     good = tmp_path / "good.json"
     good.write_text(json.dumps(_run(0.9, 0.8)))
     assert ps.main([str(good)]) == 2
