@@ -84,6 +84,11 @@ TARGET_CLASS = 0
 MAX_CLEAN_FLIP = 0.10  # a tabular trigger must fool the *clean* model on fewer than this share of rows
 VICTIM_EPOCHS = 30
 VICTIM_BATCH = 128
+# Backdoor and clean scenarios train this many victims per kept set (seeds differ in initialisation and batch
+# order) and report the means: one victim's attack success moves with its seed (email's oracle: 0% to 96%
+# over three seeds), so a single victim says little about the poison left. The clean scenario's victims give
+# the unpoisoned accuracy the backdoor target compares with, so both sides are means over the same seeds.
+ASR_VICTIMS = 3
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -572,31 +577,43 @@ def prf(flagged: BoolArray, poison: BoolArray) -> tuple[int, float, float, float
 class VictimCache:
     """Retrained victims keyed by the exact rows kept, so identical removals train once."""
 
-    def __init__(self, seed: int) -> None:
-        """An empty cache."""
+    def __init__(self, seed: int, victims: int = ASR_VICTIMS) -> None:
+        """An empty cache; backdoor and clean scenarios train ``victims`` victims per kept set."""
         self.seed = seed
+        self.victims = victims
         self._fits: dict[str, Victim] = {}
 
-    def fit(self, sc: Scenario, keep: BoolArray) -> Victim:
-        """The victim trained on the kept rows of ``sc``'s poisoned split."""
+    def fit(self, sc: Scenario, keep: BoolArray, index: int = 0) -> Victim:
+        """Victim ``index`` trained on the kept rows of ``sc``'s poisoned split (0 uses the run's seed)."""
         digest = hashlib.sha256(np.packbits(keep).tobytes()).hexdigest()
-        key = f"{sc.key}:{digest}"
+        key = f"{sc.key}:{digest}:{index}"
         if key not in self._fits:
             p = sc.poisoned
-            self._fits[key] = fit_victim(
-                p.features[keep], p.labels[keep], sc.ds.n_classes, sc.ds.kind, self.seed
-            )
+            seed = self.seed + 1000 * index
+            self._fits[key] = fit_victim(p.features[keep], p.labels[keep], sc.ds.n_classes, sc.ds.kind, seed)
         return self._fits[key]
+
+    def fit_all(self, sc: Scenario, keep: BoolArray) -> list[Victim]:
+        """The victims a scenario is scored with: ``victims`` on backdoor and clean scenarios, else one."""
+        count = self.victims if sc.attack in ("backdoor", "clean") else 1
+        return [self.fit(sc, keep, index) for index in range(count)]
 
 
 def score(sc: Scenario, name: str, det: Detection, cache: VictimCache) -> Outcome:
     """Retrain without ``det``'s flags and measure everything."""
     p = sc.poisoned
-    victim = cache.fit(sc, ~det.flagged)
-    acc = float(np.mean(victim.predict(sc.ds.x_test) == sc.ds.y_test))
+    victims = cache.fit_all(sc, ~det.flagged)
+    accs = [float(np.mean(v.predict(sc.ds.x_test) == sc.ds.y_test)) for v in victims]
+    acc = float(np.mean(accs))
     asr = float("nan")
+    extra = dict(det.extra)
     if sc.attack == "backdoor" and p.trigger is not None and p.target is not None:
-        asr = attack_success(victim, sc.ds, p.trigger, p.target)
+        trigger, target = p.trigger, p.target
+        successes = [attack_success(v, sc.ds, trigger, target) for v in victims]
+        asr = _mean(successes)
+        extra["asr_victims"] = successes
+    if len(victims) > 1:
+        extra["acc_victims"] = accs
     tp, precision, recall, f1 = prf(det.flagged, p.poison)
     return Outcome(
         sc.ds.name,
@@ -613,8 +630,8 @@ def score(sc: Scenario, name: str, det: Detection, cache: VictimCache) -> Outcom
         acc,
         asr,
         det.seconds,
-        victim.seconds,
-        det.extra,
+        victims[0].seconds,
+        extra,
     )
 
 
@@ -638,6 +655,7 @@ def render(
 ) -> str:
     """The Markdown result tables."""
     attacked = [s for s in scenarios if s[0] != "clean"]
+    victims = max((len(o.extra.get("asr_victims", [])) for o in outcomes), default=1)
     lines: list[str] = []
     lines += [
         f"#### F1 (mean over {', '.join(d.name for d in datasets)}); clean-test acc % after removal in "
@@ -696,6 +714,9 @@ def render(
     lines += [
         "",
         "#### Backdoor: ASR % after removal, per dataset (none: poisoned model; oracle: poison removed)",
+        "",
+        f"Each cell is the mean over {victims} victims trained on the same rows with different seeds "
+        "(backdoor and clean scenarios; the unpoisoned accuracy of the targets is their mean too).",
         "",
         "Trigger-only: the trigger on the *clean* model (a high value means the trigger is a natural "
         "evasion pattern and that row's ASR says nothing about poisoning).",
@@ -803,10 +824,12 @@ def targets(
             continue
         base = clean_acc.get(o.dataset, float("nan"))
         ok = o.asr < 0.05 and o.acc >= base - 0.01
+        each = [100 * v for v in o.extra.get("asr_victims", []) if v == v]
+        spread = f" (victims {min(each):.1f}-{max(each):.1f}%)" if len(each) > 1 else ""
         lines.append(
             f"{'PASS' if ok else 'FAIL'}: backdoor {o.dataset}@{o.rate:.2f}: ASR after sanitizing "
-            f"{100 * o.asr:.1f}% (< 5%), clean acc {100 * o.acc:.1f}% vs unpoisoned {100 * base:.1f}% "
-            "(within 1 pt)"
+            f"{100 * o.asr:.1f}%{spread} (< 5%), clean acc {100 * o.acc:.1f}% vs unpoisoned "
+            f"{100 * base:.1f}% (within 1 pt)"
         )
     behind: list[str] = []
     for attack, rate in scenarios:
@@ -856,7 +879,7 @@ def run(args: argparse.Namespace) -> int:
     if "bastion" in detectors and not bastion_available():
         print("bastion: audit channels not importable yet; skipped", file=sys.stderr)
         detectors.remove("bastion")
-    cache = VictimCache(args.seed)
+    cache = VictimCache(args.seed, args.victims)
     datasets: list[Dataset] = []
     all_scenarios: list[Scenario] = []
     for d_index, name in enumerate(names):
@@ -951,6 +974,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", default="", help=f"comma-separated detectors from {', '.join(DETECTORS)}")
     parser.add_argument("--datasets", default="", help=f"comma-separated, from {', '.join(DATASETS)}")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--victims",
+        type=int,
+        default=ASR_VICTIMS,
+        help="victims per kept set on backdoor and clean scenarios",
+    )
     parser.add_argument("--output", type=Path, default=BENCH_DIR / ".work" / "poisoning.md")
     parser.add_argument("--json", type=Path, default=None, help="also write every outcome as JSON")
     return run(parser.parse_args(argv))
