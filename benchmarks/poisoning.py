@@ -966,6 +966,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    """An argument that must be a whole number of at least 1 (argparse turns the error into one line)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``install``, ``art-worker DIR`` (internal) or the benchmark itself."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -982,7 +993,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--victims",
-        type=int,
+        type=_positive,
         default=ASR_VICTIMS,
         help="victims per kept set on backdoor and clean scenarios",
     )

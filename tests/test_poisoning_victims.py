@@ -68,3 +68,11 @@ def test_other_attacks_train_one_victim(dataset: pb.Dataset) -> None:
     assert "asr_victims" not in outcome.extra
     assert outcome.asr != outcome.asr  # no trigger, so no attack success (NaN)
     assert len(cache.fit_all(sc, ~sc.poisoned.poison)) == 1
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "x"])
+def test_a_victim_count_below_one_is_a_one_line_error(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        pb.main(["--victims", value])
+    assert exited.value.code == 2
+    assert "--victims" in capsys.readouterr().err.splitlines()[-1]
