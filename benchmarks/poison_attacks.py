@@ -187,6 +187,12 @@ def tabular_trigger(
     return Trigger(tuple(int(c) for c in columns), values, f"{spec} (p{percentile:g} of train)")
 
 
+def prevalence(trigger: Trigger, features: FloatArray) -> float:
+    """Share of rows of ``features`` that already carry every value of ``trigger``."""
+    x = np.asarray(features, dtype=np.float64)[:, list(trigger.columns)]
+    return float(np.mean(np.all(x == np.asarray(trigger.values, dtype=np.float64), axis=1)))
+
+
 def continuous_columns(features: FloatArray, min_unique: int = 10) -> list[int]:
     """Columns with at least ``min_unique`` distinct values (not one-hot or small counts)."""
     return [c for c in range(features.shape[1]) if len(np.unique(features[:, c])) >= min_unique]

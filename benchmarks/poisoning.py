@@ -82,8 +82,17 @@ SCENARIOS: tuple[tuple[str, float], ...] = (
     ("outlier", 0.10),
 )
 QUICK_SCENARIOS = (("clean", 0.0), ("random", 0.10), ("backdoor", 0.10), ("outlier", 0.05))
-TARGET_CLASS = 0
-MAX_CLEAN_FLIP = 0.10  # a tabular trigger must fool the *clean* model on fewer than this share of rows
+TARGET_CLASS = 0  # the backdoor's target where a usable trigger exists for it (``choose_trigger``)
+# The tuning harnesses' rule: a trigger must fool one clean victim on fewer than this share of rows.
+MAX_CLEAN_FLIP = 0.10
+# The benchmark's stricter rule: the trigger alone fools *each* clean victim (the clean scenario's, one per
+# victim seed) on fewer than this share of rows, well below the 5% attack-success target, so that the ASR
+# after sanitizing measures the poison left and not how the victim extrapolates. One victim was not enough:
+# email's seed-0 trigger fooled the chosen victim on 9.8% of rows and the two others on 22% and 23%.
+MAX_TRIGGER_ONLY = 0.02
+# ... and it is rare: fewer than this share of the clean training rows already carry all of its values
+# (a 95th percentile of a sparse column is its most common value, 0, which is no trigger at all).
+MAX_TRIGGER_PREVALENCE = 0.01
 VICTIM_EPOCHS = 30
 VICTIM_BATCH = 128
 # Backdoor and clean scenarios train this many victims per kept set (seeds differ in initialisation and batch
@@ -112,7 +121,8 @@ class Dataset:
     pair: tuple[int, int]  # pair-flip source -> target
     image_shape: tuple[int, int] | None = None
     trigger: pa.Trigger | None = None
-    trigger_clean_flip: float = float("nan")
+    trigger_clean_flip: float = float("nan")  # the highest share of rows the trigger flips on a clean victim
+    target: int = TARGET_CLASS  # the backdoor's target class
 
 
 def _digits() -> tuple[FloatArray, IntArray, list[str], tuple[int, int] | None]:
@@ -156,7 +166,8 @@ def rdata(package: str, name: str) -> Any:
 
 def _email() -> tuple[FloatArray, IntArray, list[str], tuple[int, int] | None]:
     df = rdata("openintro", "email")
-    # 0 = not spam is the benign class a spammer wants to reach (the backdoor and pair-flip target).
+    # 0 = not spam is the benign class a spammer wants to reach (the pair-flip target). The backdoor
+    # targets spam: no trigger candidate leaves a clean victim's spam alone (``choose_trigger``).
     return _table(df.drop(columns=["rownames", "spam", "time"]), df["spam"].to_numpy())
 
 
@@ -265,21 +276,40 @@ def attack_success(victim: Victim, ds: Dataset, trigger: pa.Trigger, target: int
     return float(np.mean(victim.predict(trigger.apply(ds.x_test[ok])) == target))
 
 
-def choose_trigger(ds: Dataset, clean: Victim) -> None:
-    """Images: the 2x2 corner patch. Tables: the first candidate the clean model mostly ignores."""
+def trigger_only(ds: Dataset, clean: Sequence[Victim], trigger: pa.Trigger, target: int) -> float:
+    """The highest attack success of ``trigger`` on the clean victims: what it does without any poison."""
+    return max(attack_success(v, ds, trigger, target) for v in clean)
+
+
+def choose_trigger(ds: Dataset, clean: Sequence[Victim]) -> None:
+    """Images: the 2x2 corner patch. Tables: the first rare candidate every clean victim ignores.
+
+    Class 0 is the target when such a candidate exists for it, else the next class that has one. On email
+    none exists for "not spam": stamping any candidate on spam turns a share of a clean victim's spam into
+    "not spam" by itself (a spam-starved model extrapolates off the range it has seen), so there the
+    backdoor makes mail look like spam instead. Without any usable candidate the one with the lowest
+    trigger-only rate is kept and ``targets`` reports its rows as SKIP.
+    """
     if ds.image_shape is not None:
         ds.trigger = pa.image_patch_trigger(ds.image_shape)
-        ds.trigger_clean_flip = attack_success(clean, ds, ds.trigger, TARGET_CLASS)
+        ds.target = TARGET_CLASS
+        ds.trigger_clean_flip = trigger_only(ds, clean, ds.trigger, TARGET_CLASS)
         return
-    best: tuple[float, pa.Trigger] | None = None
-    for candidate in pa.tabular_trigger_candidates(ds.x_train, ds.y_train, ds.names):
-        flip = attack_success(clean, ds, candidate, TARGET_CLASS)
-        if best is None or flip < best[0]:
-            best = (flip, candidate)
-        if flip < MAX_CLEAN_FLIP:
-            break
-    assert best is not None
-    ds.trigger_clean_flip, ds.trigger = best
+    best: tuple[float, pa.Trigger, int] | None = None
+    targets = [TARGET_CLASS, *(c for c in range(ds.n_classes) if c != TARGET_CLASS)]
+    for target in targets:
+        for candidate in pa.tabular_trigger_candidates(ds.x_train, ds.y_train, ds.names):
+            if pa.prevalence(candidate, ds.x_train) >= MAX_TRIGGER_PREVALENCE:
+                continue
+            flip = trigger_only(ds, clean, candidate, target)
+            if best is None or flip < best[0]:
+                best = (flip, candidate, target)
+            if flip < MAX_TRIGGER_ONLY:
+                ds.trigger_clean_flip, ds.trigger, ds.target = flip, candidate, target
+                return
+    if best is None:
+        raise SystemExit(f"{ds.name}: no rare trigger candidate in the training split")
+    ds.trigger_clean_flip, ds.trigger, ds.target = best
 
 
 # ------------------------------------------------------------------------------------------- scenarios
@@ -312,7 +342,7 @@ def poison(ds: Dataset, attack: str, rate: float, rng: np.random.Generator) -> p
         return pa.pair_flips(x, y, rate, ds.pair[0], ds.pair[1], rng)
     if attack == "backdoor":
         assert ds.trigger is not None
-        return pa.backdoor(x, y, rate, ds.trigger, TARGET_CLASS, rng)
+        return pa.backdoor(x, y, rate, ds.trigger, ds.target, rng)
     if attack == "outlier":
         clip = (0.0, 1.0) if ds.kind == "image" else None
         return pa.outliers(x, y, rate, ds.n_classes, rng, clip=clip)
@@ -590,9 +620,13 @@ class VictimCache:
         key = f"{sc.key}:{digest}:{index}"
         if key not in self._fits:
             p = sc.poisoned
-            seed = self.seed + 1000 * index
+            seed = self.seed_of(index)
             self._fits[key] = fit_victim(p.features[keep], p.labels[keep], sc.ds.n_classes, sc.ds.kind, seed)
         return self._fits[key]
+
+    def seed_of(self, index: int) -> int:
+        """Victim ``index``'s training seed."""
+        return self.seed + 1000 * index
 
     def fit_all(self, sc: Scenario, keep: BoolArray) -> list[Victim]:
         """The victims a scenario is scored with: ``victims`` on backdoor and clean scenarios, else one."""
@@ -724,11 +758,14 @@ def render(
         "",
         averaged,
         "",
-        "Trigger-only: the trigger on the *clean* model (a high value means the trigger is a natural "
-        "evasion pattern and that row's ASR says nothing about poisoning).",
+        "Target: the class the trigger sends rows to. Trigger-only: the trigger on the *clean* victims, the "
+        "highest of them (a high value means the trigger is a natural evasion pattern and that row's ASR "
+        "says nothing about poisoning).",
         "",
-        "| dataset | rate | trigger | trigger-only | none | oracle | " + " | ".join(detectors) + " |",
-        "|---" * (6 + len(detectors)) + "|",
+        "| dataset | rate | trigger | target | trigger-only | none | oracle | "
+        + " | ".join(detectors)
+        + " |",
+        "|---" * (7 + len(detectors)) + "|",
     ]
     for ds in datasets:
         for attack, rate in scenarios:
@@ -742,7 +779,7 @@ def render(
             if not by:
                 continue
             trig = ds.trigger.description if ds.trigger else ""
-            cells = [ds.name, f"{rate:.2f}", trig, f"{100 * ds.trigger_clean_flip:.1f}"]
+            cells = [ds.name, f"{rate:.2f}", trig, str(ds.target), f"{100 * ds.trigger_clean_flip:.1f}"]
             for det in ("none", "oracle", *detectors):
                 o = by.get(det)
                 # NaN: the retrained model gets no non-target test row right, so there is nothing to flip.
@@ -821,11 +858,11 @@ def targets(
     for o in outcomes:
         if o.attack != "backdoor" or o.detector != "bastion":
             continue
-        if not clean_flip.get(o.dataset, 0.0) < MAX_CLEAN_FLIP:
+        if not clean_flip.get(o.dataset, 0.0) < MAX_TRIGGER_ONLY:
             lines.append(
-                f"SKIP: backdoor {o.dataset}@{o.rate:.2f}: the trigger alone flips "
-                f"{100 * clean_flip[o.dataset]:.0f}% on the clean model, so ASR does not measure the poison "
-                f"(ASR after sanitizing {100 * o.asr:.1f}%)"
+                f"SKIP: backdoor {o.dataset}@{o.rate:.2f}: the trigger alone flips up to "
+                f"{100 * clean_flip[o.dataset]:.0f}% on the clean victims, so ASR does not measure the "
+                f"poison (ASR after sanitizing {100 * o.asr:.1f}%)"
             )
             continue
         base = clean_acc.get(o.dataset, float("nan"))
@@ -891,12 +928,17 @@ def run(args: argparse.Namespace) -> int:
     for d_index, name in enumerate(names):
         ds = load(name, args.seed)
         datasets.append(ds)
-        clean_victim = fit_victim(ds.x_train, ds.y_train, ds.n_classes, ds.kind, args.seed)
-        choose_trigger(ds, clean_victim)
+        # The clean scenario's victims (same rows, same seeds as ``VictimCache``): the trigger must fool none.
+        clean_victims = [
+            fit_victim(ds.x_train, ds.y_train, ds.n_classes, ds.kind, cache.seed_of(index))
+            for index in range(args.victims)
+        ]
+        choose_trigger(ds, clean_victims)
         assert ds.trigger is not None
         print(
-            f"{name}: {len(ds.y_train)} train / {len(ds.y_test)} test; trigger {ds.trigger.description}; "
-            f"clean-model flip rate {100 * ds.trigger_clean_flip:.1f}%",
+            f"{name}: {len(ds.y_train)} train / {len(ds.y_test)} test; trigger {ds.trigger.description} "
+            f"-> class {ds.target}; trigger-only flip rate {100 * ds.trigger_clean_flip:.1f}% "
+            f"(highest of {args.victims} clean victims)",
             file=sys.stderr,
         )
         for s_index, (attack, rate) in enumerate(scenarios):

@@ -139,3 +139,13 @@ def test_rate_out_of_range_is_refused(split: tuple[np.ndarray, np.ndarray]) -> N
     x, y = split
     with pytest.raises(ValueError, match="rate"):
         pa.random_flips(x, y, 1.5, 4, np.random.default_rng(0))
+
+
+def test_prevalence_is_the_share_of_rows_already_carrying_the_trigger() -> None:
+    x = np.zeros((100, 3))
+    x[:3, 0] = 5.0  # a sparse column: its 95th percentile is 0, the value nearly every row holds
+    x[:, 1] = np.arange(100.0)
+    common = pa.Trigger((0, 2), (0.0, 0.0), "zeros")
+    rare = pa.Trigger((0, 1), (5.0, 1.0), "rare")
+    assert pa.prevalence(common, x) == pytest.approx(0.97)
+    assert pa.prevalence(rare, x) == pytest.approx(0.01)
