@@ -1,6 +1,6 @@
 """Tuning harness of the outlier channel's image choices, on TUNING data only.
 
-    python benchmarks/tune_outlier.py
+    python benchmarks/tune_outlier.py [--line]
 
 Images: MNIST rows 0..2499 (the 70% training split of ``tune_backdoor.load("mnist_tune")``) and the same
 split reduced to 8x8 by averaging 4x4 blocks (the size of scikit-learn's digits), clean and with injected
@@ -9,7 +9,9 @@ the forest's robust z on clean and injected rows, then the rows found / other ro
 settings (forest cut 6, no residual) and with the image settings (forest cut 5, off-manifold residual).
 
 Tables: the residual score fitted on tuning tables (clean, and with injected points at 5% and 10%) as if
-they were images, and what it would add to the table settings.
+they were images, and what it would add to the table settings. Then the forest's absolute line
+(``outlier.ANOMALY_LINE``): rows past the robust-z cut with and without it, on more tuning tables and two
+seeds (``--line`` runs this part alone).
 
 The evaluation sets of ``poisoning.py`` are never loaded.
 """
@@ -97,10 +99,48 @@ def tables() -> None:
             )
 
 
+LINE_TABLES = (*TABLES, "lending_club", "mlc_churn", "caravan", "stackoverflow")
+
+
+def forest_line() -> None:
+    """Injected points found / other rows past the forest's robust-z cut, alone and with the absolute line."""
+    from bastion.data.audit import outlier
+
+    print("\n| table | attack | seed | robust z alone: found / other | with the line: found / other |")
+    print("|---|---|---|---|---|")
+    totals: dict[float, list[int]] = {}
+    for name in LINE_TABLES:
+        for seed in (0, 1):
+            ds = tb.load(name, seed)
+            for rate in (0.0, 0.05, 0.10):
+                rng = np.random.default_rng([seed, 13, int(rate * 100)])
+                poisoned = pa.outliers(ds.x_train, ds.y_train, rate, ds.n_classes, rng)
+                data = tb.audit_data(ds, poisoned.features, poisoned.labels)
+                features = np.asarray(data.features, dtype=np.float64)
+                indicators = data.encoder.indicator_columns() if data.encoder is not None else []
+                model = outlier.fit_outlier_model(features, seed, indicators)
+                raw = -np.asarray(model.forest.score_samples(features), dtype=np.float64)
+                alone = (raw - model.forest_median) / model.forest_scale >= model.forest_cut
+                lined = alone & (raw > outlier.ANOMALY_LINE)
+                poison = poisoned.poison
+                for column, flagged in enumerate((alone, lined)):
+                    sums = totals.setdefault(rate, [0, 0, 0, 0])
+                    sums[2 * column] += int((flagged & poison).sum())
+                    sums[2 * column + 1] += int((flagged & ~poison).sum())
+                cells = f"{_found(alone, poison)} | {_found(lined, poison)}"
+                print(f"| {name} | outlier@{rate:.2f} | {seed} | {cells} |", flush=True)
+    for rate, (a_found, a_other, l_found, l_other) in sorted(totals.items()):
+        print(f"| all | outlier@{rate:.2f} | 0, 1 | {a_found} / {a_other} | {l_found} / {l_other} |")
+
+
 def main() -> int:
-    """Run both parts."""
+    """Run every part, or ``--line`` alone."""
+    if sys.argv[1:] == ["--line"]:
+        forest_line()
+        return 0
     images()
     tables()
+    forest_line()
     return 0
 
 

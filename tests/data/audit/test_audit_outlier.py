@@ -158,3 +158,22 @@ def test_small_noise_images_are_found_by_the_lighter_image_cut() -> None:
     assert len(flagged & set(range(2500, 2625))) >= 110
     assert len(flagged - set(range(2500, 2625))) <= 2
     assert result.summary["forest_cut"] == 5.0
+
+
+def test_a_cluster_of_far_points_does_not_push_clean_tail_rows_past_the_forest_cut() -> None:
+    # 10% far points make the trees spend their splits on them: the clean rows' scores bunch up and their
+    # robust scale shrinks, so the robust z alone passes 31 ordinary tail rows of this skewed table. The
+    # absolute line (isolation score above 0.5) keeps them out and the far points in.
+    rng = np.random.default_rng(1)
+    n, m = 2000, 200
+    x = rng.lognormal(0.0, 1.0, (n, 10))
+    far = x.mean(axis=0) + 5 * x.std(axis=0) * rng.standard_normal((m, 10))
+    table = np.vstack([x, far])
+    model = fit_outlier_model(table, seed=0)
+    raw = -model.forest.score_samples(table)
+    robust_z_alone = (raw - model.forest_median) / model.forest_scale >= model.forest_cut
+    assert robust_z_alone[:n].sum() >= 20
+    result = run_outlier_channel(from_arrays(table, rng.integers(0, 2, n + m)), AuditOptions())
+    flagged = np.array(sorted({f.row for f in result.flags}))
+    assert (flagged < n).sum() == 0
+    assert (flagged >= n).sum() >= 0.9 * m
