@@ -122,15 +122,17 @@ def _audit_with_noise_images(flat: np.ndarray, y: np.ndarray, side: int) -> Chan
 
 
 def test_noise_images_are_found_off_the_image_subspace() -> None:
-    # Noise images clipped to the pixel range are many and alike: the forest scores them under its cut
-    # (0 of 125 found before the residual score) and no single pixel of theirs is rare.
+    # Noise images clipped to the pixel range are many and alike: the forest scores most of them under its
+    # cut (0 of 125 found before the residual score, at a forest cut of 5) and no single pixel is rare.
     x, y = _mnist_tuning_rows()
     result = _audit_with_noise_images(x, y, 28)
     flagged = {f.row for f in result.flags}
     assert flagged == set(range(2500, 2625))
     assert result.summary["by_image_residual"] == 125
-    assert {f.check for f in result.flags} == {"off-image-manifold"}
-    assert all("unlike the other images" in f.reason for f in result.flags)
+    assert result.summary["by_isolation_forest"] < 125
+    by_residual = [f for f in result.flags if f.check == "off-image-manifold"]
+    assert by_residual
+    assert all("unlike the other images" in f.reason for f in by_residual)
 
 
 def test_clean_images_stay_near_their_subspace() -> None:
@@ -150,14 +152,14 @@ def test_tables_get_no_residual_score() -> None:
 
 
 def test_small_noise_images_are_found_by_the_lighter_image_cut() -> None:
-    # On 8x8 images the residual gap is small; the forest's image cut (5, tables keep 6) finds them.
+    # On 8x8 images the residual gap is small; the forest's image cut (4.5, tables keep 6) finds them.
     x, y = _mnist_tuning_rows()
     small = np.pad(x.reshape(-1, 28, 28), ((0, 0), (2, 2), (2, 2))).reshape(-1, 8, 4, 8, 4).mean(axis=(2, 4))
     result = _audit_with_noise_images(small.reshape(len(small), 64), y, 8)
     flagged = {f.row for f in result.flags}
     assert len(flagged & set(range(2500, 2625))) >= 110
     assert len(flagged - set(range(2500, 2625))) <= 2
-    assert result.summary["forest_cut"] == 5.0
+    assert result.summary["forest_cut"] == 4.5
 
 
 def test_a_cluster_of_far_points_does_not_push_clean_tail_rows_past_the_forest_cut() -> None:
