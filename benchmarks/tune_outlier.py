@@ -6,7 +6,7 @@ Images: MNIST rows 0..2499 (the 70% training split of ``tune_backdoor.load("mnis
 split reduced to 8x8 by averaging 4x4 blocks (the size of scikit-learn's digits), clean and with injected
 noise images at 5% and 10% (``poison_attacks.outliers`` clipped to the pixel range, three seeds). Per run:
 the forest's robust z on clean and injected rows, then the rows found / other rows flagged with the table
-settings (forest cut 6, no residual) and with the image settings (forest cut 5, off-manifold residual).
+settings (forest cut 6, no residual) and with the image settings (forest cut 4.5, off-manifold residual).
 
 Tables: the residual score fitted on tuning tables (clean, and with injected points at 5% and 10%) as if
 they were images, and what it would add to the table settings. Then the forest's absolute line
