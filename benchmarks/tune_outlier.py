@@ -106,8 +106,9 @@ def forest_line() -> None:
     """Injected points found / other rows past the forest's robust-z cut, alone and with the absolute line."""
     from bastion.data.audit import outlier
 
-    print("\n| table | attack | seed | robust z alone: found / other | with the line: found / other |")
-    print("|---|---|---|---|---|")
+    print("\n| table | attack | seed | forest robust scale ", end="")
+    print("| robust z alone: found / other | with the line: found / other |")
+    print("|---|---|---|---|---|---|")
     totals: dict[float, list[int]] = {}
     for name in LINE_TABLES:
         for seed in (0, 1):
@@ -127,10 +128,10 @@ def forest_line() -> None:
                     sums = totals.setdefault(rate, [0, 0, 0, 0])
                     sums[2 * column] += int((flagged & poison).sum())
                     sums[2 * column + 1] += int((flagged & ~poison).sum())
-                cells = f"{_found(alone, poison)} | {_found(lined, poison)}"
+                cells = f"{model.forest_scale:.4f} | {_found(alone, poison)} | {_found(lined, poison)}"
                 print(f"| {name} | outlier@{rate:.2f} | {seed} | {cells} |", flush=True)
     for rate, (a_found, a_other, l_found, l_other) in sorted(totals.items()):
-        print(f"| all | outlier@{rate:.2f} | 0, 1 | {a_found} / {a_other} | {l_found} / {l_other} |")
+        print(f"| all | outlier@{rate:.2f} | 0, 1 | - | {a_found} / {a_other} | {l_found} / {l_other} |")
 
 
 def main() -> int:
