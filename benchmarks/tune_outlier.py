@@ -1,6 +1,6 @@
 """Tuning harness of the outlier channel's image choices, on TUNING data only.
 
-    python benchmarks/tune_outlier.py [--line]
+    python benchmarks/tune_outlier.py [--line | --feature]
 
 Images: MNIST rows 0..2499 (the 70% training split of ``tune_backdoor.load("mnist_tune")``) and the same
 split reduced to 8x8 by averaging 4x4 blocks (the size of scikit-learn's digits), clean and with injected
@@ -11,7 +11,9 @@ settings (forest cut 6, no residual) and with the image settings (forest cut 4.5
 Tables: the residual score fitted on tuning tables (clean, and with injected points at 5% and 10%) as if
 they were images, and what it would add to the table settings. Then the forest's absolute line
 (``outlier.ANOMALY_LINE``): rows past the robust-z cut with and without it, on more tuning tables and two
-seeds (``--line`` runs this part alone).
+seeds (``--line`` runs this part alone). Last, the per-feature score's absolute line
+(``outlier.FEATURE_LINE``): rows the whole channel flags with and without it, and at other lines, on the
+same tables and seeds (``--feature`` runs this part alone).
 
 The evaluation sets of ``poisoning.py`` are never loaded.
 """
@@ -134,14 +136,57 @@ def forest_line() -> None:
         print(f"| all | outlier@{rate:.2f} | 0, 1 | - | {a_found} / {a_other} | {l_found} / {l_other} |")
 
 
+FEATURE_LINES = (0.0, 3.0, 4.0, 5.0, 6.0)
+
+
+def feature_line() -> None:
+    """Injected points found / other rows the channel flags, per line of the per-feature score (0: none)."""
+    from bastion.data.audit import outlier
+
+    chosen = outlier.FEATURE_LINE
+    lines = ", ".join(f"line {line:g}" for line in FEATURE_LINES)
+    print(f"\n| table | attack | seed | found / other rows flagged at {lines} |")
+    print("|---|---|---|---|")
+    totals: dict[tuple[float, float], list[int]] = {}
+    try:
+        for name in LINE_TABLES:
+            for seed in (0, 1):
+                ds = tb.load(name, seed)
+                for rate in (0.0, 0.05, 0.10):
+                    rng = np.random.default_rng([seed, 13, int(rate * 100)])
+                    poisoned = pa.outliers(ds.x_train, ds.y_train, rate, ds.n_classes, rng)
+                    data = tb.audit_data(ds, poisoned.features, poisoned.labels)
+                    features = np.asarray(data.features, dtype=np.float64)
+                    indicators = data.encoder.indicator_columns() if data.encoder is not None else []
+                    model = outlier.fit_outlier_model(features, seed, indicators)
+                    cells = []
+                    for line in FEATURE_LINES:
+                        outlier.FEATURE_LINE = line
+                        flagged = model.score(features) >= model.cut
+                        sums = totals.setdefault((rate, line), [0, 0])
+                        sums[0] += int((flagged & poisoned.poison).sum())
+                        sums[1] += int((flagged & ~poisoned.poison).sum())
+                        cells.append(_found(flagged, poisoned.poison))
+                    print(f"| {name} | outlier@{rate:.2f} | {seed} | {' ; '.join(cells)} |", flush=True)
+    finally:
+        outlier.FEATURE_LINE = chosen
+    for rate in (0.0, 0.05, 0.10):
+        cells = [f"{totals[(rate, line)][0]} / {totals[(rate, line)][1]}" for line in FEATURE_LINES]
+        print(f"| all | outlier@{rate:.2f} | 0, 1 | {' ; '.join(cells)} |")
+
+
 def main() -> int:
-    """Run every part, or ``--line`` alone."""
+    """Run every part, or ``--line`` or ``--feature`` alone."""
     if sys.argv[1:] == ["--line"]:
         forest_line()
+        return 0
+    if sys.argv[1:] == ["--feature"]:
+        feature_line()
         return 0
     images()
     tables()
     forest_line()
+    feature_line()
     return 0
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pytest
 from sklearn.datasets import load_digits
 
-from bastion.data.audit import rules
+from bastion.data.audit import outlier, rules
 from bastion.data.audit.base import OUTLIER, AuditOptions, ChannelResult
 from bastion.data.audit.load import from_arrays
 from bastion.data.audit.outlier import fit_outlier_model, run_outlier_channel
@@ -179,3 +180,27 @@ def test_a_cluster_of_far_points_does_not_push_clean_tail_rows_past_the_forest_c
     flagged = np.array(sorted({f.row for f in result.flags}))
     assert (flagged < n).sum() == 0
     assert (flagged >= n).sum() >= 0.9 * m
+
+
+def test_feature_line_keeps_a_long_tail_out_and_far_values_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Six quiet normal features and one long-tailed one (a trip's distance): the tail's ordinary rows are
+    # 10+ robust SDs from its median, so the per-feature score's robust z alone passes a dozen of them. The
+    # line, measured in spreads that cover the feature's own tail, keeps them out; rows moved 8 SDs on three
+    # quiet features stay in.
+    rng = np.random.default_rng(0)
+    n = 3000
+    x = np.column_stack([rng.normal(0, 1, (n, 6)), rng.lognormal(0.0, 1.0, n)])
+    far = x[:5].copy()
+    far[:, :3] += 8.0
+    table = np.vstack([x, far])
+    labels = rng.integers(0, 2, len(table))
+
+    def flagged() -> np.ndarray:
+        result = run_outlier_channel(from_arrays(table, labels), AuditOptions())
+        return np.array(sorted({f.row for f in result.flags}))
+
+    with_line = flagged()
+    assert (with_line < n).sum() <= 1
+    assert (with_line >= n).sum() == 5
+    monkeypatch.setattr(outlier, "FEATURE_LINE", 0.0)
+    assert (flagged() < n).sum() >= 10
