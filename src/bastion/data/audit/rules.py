@@ -87,7 +87,9 @@ data_rule(
     "Rows far from the rest of the data in feature space.",
     "Scores every row with an isolation forest and a per-feature robust z-score, and images also by their "
     "distance from the principal subspace the other images share; flags rows beyond a robust threshold "
-    "(median plus a multiple of the MAD), never a fixed contamination share.",
+    "(median plus a multiple of the MAD) that are also far out in absolute terms (an isolation score above "
+    "0.5; three extreme features averaging at least 4 spreads, in spreads that cover each feature's own "
+    "tail), never a fixed contamination share.",
     "Injected points at five standard deviations from the mean, with random labels.",
 )
 data_rule(
