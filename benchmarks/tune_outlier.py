@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,14 +105,10 @@ def tables() -> None:
 LINE_TABLES = (*TABLES, "lending_club", "mlc_churn", "caravan", "stackoverflow")
 
 
-def forest_line() -> None:
-    """Injected points found / other rows past the forest's robust-z cut, alone and with the absolute line."""
+def _line_runs() -> Iterator[tuple[str, int, float, Any, Any, Any]]:
+    """Per LINE_TABLES table, seed 0 and 1, and injected share: the features, the poison mask and the fit."""
     from bastion.data.audit import outlier
 
-    print("\n| table | attack | seed | forest robust scale ", end="")
-    print("| robust z alone: found / other | with the line: found / other |")
-    print("|---|---|---|---|---|---|")
-    totals: dict[float, list[int]] = {}
     for name in LINE_TABLES:
         for seed in (0, 1):
             ds = tb.load(name, seed)
@@ -122,16 +119,27 @@ def forest_line() -> None:
                 features = np.asarray(data.features, dtype=np.float64)
                 indicators = data.encoder.indicator_columns() if data.encoder is not None else []
                 model = outlier.fit_outlier_model(features, seed, indicators)
-                raw = -np.asarray(model.forest.score_samples(features), dtype=np.float64)
-                alone = (raw - model.forest_median) / model.forest_scale >= model.forest_cut
-                lined = alone & (raw > outlier.ANOMALY_LINE)
-                poison = poisoned.poison
-                for column, flagged in enumerate((alone, lined)):
-                    sums = totals.setdefault(rate, [0, 0, 0, 0])
-                    sums[2 * column] += int((flagged & poison).sum())
-                    sums[2 * column + 1] += int((flagged & ~poison).sum())
-                cells = f"{model.forest_scale:.4f} | {_found(alone, poison)} | {_found(lined, poison)}"
-                print(f"| {name} | outlier@{rate:.2f} | {seed} | {cells} |", flush=True)
+                yield name, seed, rate, features, poisoned.poison, model
+
+
+def forest_line() -> None:
+    """Injected points found / other rows past the forest's robust-z cut, alone and with the absolute line."""
+    from bastion.data.audit import outlier
+
+    print("\n| table | attack | seed | forest robust scale ", end="")
+    print("| robust z alone: found / other | with the line: found / other |")
+    print("|---|---|---|---|---|---|")
+    totals: dict[float, list[int]] = {}
+    for name, seed, rate, features, poison, model in _line_runs():
+        raw = -np.asarray(model.forest.score_samples(features), dtype=np.float64)
+        alone = (raw - model.forest_median) / model.forest_scale >= model.forest_cut
+        lined = alone & (raw > outlier.ANOMALY_LINE)
+        for column, flagged in enumerate((alone, lined)):
+            sums = totals.setdefault(rate, [0, 0, 0, 0])
+            sums[2 * column] += int((flagged & poison).sum())
+            sums[2 * column + 1] += int((flagged & ~poison).sum())
+        cells = f"{model.forest_scale:.4f} | {_found(alone, poison)} | {_found(lined, poison)}"
+        print(f"| {name} | outlier@{rate:.2f} | {seed} | {cells} |", flush=True)
     for rate, (a_found, a_other, l_found, l_other) in sorted(totals.items()):
         print(f"| all | outlier@{rate:.2f} | 0, 1 | - | {a_found} / {a_other} | {l_found} / {l_other} |")
 
@@ -149,25 +157,16 @@ def feature_line() -> None:
     print("|---|---|---|---|")
     totals: dict[tuple[float, float], list[int]] = {}
     try:
-        for name in LINE_TABLES:
-            for seed in (0, 1):
-                ds = tb.load(name, seed)
-                for rate in (0.0, 0.05, 0.10):
-                    rng = np.random.default_rng([seed, 13, int(rate * 100)])
-                    poisoned = pa.outliers(ds.x_train, ds.y_train, rate, ds.n_classes, rng)
-                    data = tb.audit_data(ds, poisoned.features, poisoned.labels)
-                    features = np.asarray(data.features, dtype=np.float64)
-                    indicators = data.encoder.indicator_columns() if data.encoder is not None else []
-                    model = outlier.fit_outlier_model(features, seed, indicators)
-                    cells = []
-                    for line in FEATURE_LINES:
-                        outlier.FEATURE_LINE = line
-                        flagged = model.score(features) >= model.cut
-                        sums = totals.setdefault((rate, line), [0, 0])
-                        sums[0] += int((flagged & poisoned.poison).sum())
-                        sums[1] += int((flagged & ~poisoned.poison).sum())
-                        cells.append(_found(flagged, poisoned.poison))
-                    print(f"| {name} | outlier@{rate:.2f} | {seed} | {' ; '.join(cells)} |", flush=True)
+        for name, seed, rate, features, poison, model in _line_runs():
+            cells = []
+            for line in FEATURE_LINES:
+                outlier.FEATURE_LINE = line
+                flagged = model.score(features) >= model.cut
+                sums = totals.setdefault((rate, line), [0, 0])
+                sums[0] += int((flagged & poison).sum())
+                sums[1] += int((flagged & ~poison).sum())
+                cells.append(_found(flagged, poison))
+            print(f"| {name} | outlier@{rate:.2f} | {seed} | {' ; '.join(cells)} |", flush=True)
     finally:
         outlier.FEATURE_LINE = chosen
     for rate in (0.0, 0.05, 0.10):
