@@ -928,11 +928,11 @@ def run(args: argparse.Namespace) -> int:
     for d_index, name in enumerate(names):
         ds = load(name, args.seed)
         datasets.append(ds)
-        # The clean scenario's victims (same rows, same seeds as ``VictimCache``): the trigger must fool none.
-        clean_victims = [
-            fit_victim(ds.x_train, ds.y_train, ds.n_classes, ds.kind, cache.seed_of(index))
-            for index in range(args.victims)
-        ]
+        # The clean scenario's victims: the trigger must fool none. Trained through the cache, they are the
+        # victims the clean scenario later scores its unfiltered rows with, not trained a second time.
+        unattacked = Scenario(ds, "clean", 0.0, poison(ds, "clean", 0.0, np.random.default_rng(0)))
+        every_row = np.ones(len(ds.y_train), dtype=bool)
+        clean_victims = [cache.fit(unattacked, every_row, index) for index in range(args.victims)]
         choose_trigger(ds, clean_victims)
         assert ds.trigger is not None
         print(
