@@ -77,8 +77,8 @@ FEATURE_CUT = 6.0
 # tables, seeds 0 and 1 (``benchmarks/tune_outlier.py --feature``), clean rows flagged by the channel went
 # from 85 to 30 on the clean copies, 107 to 26 with 5% injected points and 67 to 6 with 10%; injected points
 # found 3,861 to 3,861 and 7,767 to 7,765. A line of 3 kept 67 clean rows on the clean copies; 5 and 6 removed
-# one or two more. The tail spread as the score's own spread was worse: the rows' scores bunch up further and
-# the robust z flagged 164 clean rows (Caravan's rare values on near-constant columns). No image row
+# one to three more. The tail spread as the score's own spread was worse: the rows' scores bunch up further
+# and the robust z flagged 164 clean rows (Caravan's rare values on near-constant columns). No image row
 # changed: on the MNIST tuning rows and their 8x8 reduction no row is flagged by this score alone.
 FEATURE_LINE = 4.0
 # A feature whose most common value covers at least this share of rows is reported as "near-constant".
