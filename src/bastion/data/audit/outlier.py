@@ -151,11 +151,13 @@ def fit_residual_model(features: FloatArray, seed: int) -> ResidualModel:
 
 @dataclass(slots=True)
 class OutlierModel:
-    """A fitted outlier scorer: forest, per-feature centre and spread, and the score scales and cuts."""
+    """A fitted outlier scorer: forest, per-feature centre and spreads, and the score scales and cuts."""
 
     forest: Any
     centre: FloatArray
     spread: FloatArray
+    # The spread the feature line is measured in: ``spread`` raised where a feature's own tail is longer.
+    tail_spread: FloatArray
     mode: FloatArray
     mode_share: FloatArray
     forest_median: float
@@ -166,7 +168,6 @@ class OutlierModel:
     feature_cut: float = FEATURE_CUT
     residual: ResidualModel | None = None
     residual_cut: float = RESIDUAL_CUT
-    tail_spread: FloatArray | None = None
 
     @property
     def cut(self) -> float:
@@ -183,16 +184,16 @@ class OutlierModel:
         A row at or under ``ANOMALY_LINE`` gets a forest z just under the cut at most, and a row whose
         extreme features average under ``FEATURE_LINE`` spreads a feature z just under its cut at most, so
         that comparing each z with its cut applies both conditions. The feature line is measured in
-        ``tail_spread`` units (``spread`` when the model has none).
+        ``tail_spread`` units.
         """
         x = np.asarray(features, dtype=np.float64)
         raw_forest = -np.asarray(self.forest.score_samples(x), dtype=np.float64)
         forest_z = _held_under(
             (raw_forest - self.forest_median) / self.forest_scale, raw_forest > ANOMALY_LINE, self.forest_cut
         )
-        raw_feature = _feature_score(self.feature_z(x))
-        tail = self.tail_spread if self.tail_spread is not None else self.spread
-        past_line = _feature_score(np.abs(x - self.centre) / tail) >= np.log1p(FEATURE_LINE)
+        distance = np.abs(x - self.centre)
+        raw_feature = _feature_score(distance / self.spread)
+        past_line = _feature_score(distance / self.tail_spread) >= np.log1p(FEATURE_LINE)
         feature_z = _held_under(
             (raw_feature - self.feature_median) / self.feature_scale, past_line, self.feature_cut
         )
@@ -295,7 +296,6 @@ def fit_outlier_model(
     centre = np.median(x, axis=0)
     spread = _spread(x)
     spread[list(indicators)] = np.inf
-    tail_spread = _tail_spread(x, spread)
     modes, shares = _modes(x)
     feature_raw = _feature_score(np.abs(x - centre) / spread)
     forest_median, forest_scale = _scale(raw_forest)
@@ -304,6 +304,7 @@ def fit_outlier_model(
         forest,
         centre,
         spread,
+        _tail_spread(x, spread),
         modes,
         shares,
         forest_median,
@@ -312,7 +313,6 @@ def fit_outlier_model(
         feature_scale,
         forest_cut=IMAGE_FOREST_CUT if image else FOREST_CUT,
         residual=fit_residual_model(x, seed) if image and x.shape[1] > 1 else None,
-        tail_spread=tail_spread,
     )
 
 
