@@ -14,6 +14,7 @@ from bastion.data.audit.backdoor import (
     _is_two_valued,
     _Probe,
     _Rise,
+    _stamped,
     attack_success_rate,
     run_backdoor_channel,
 )
@@ -343,3 +344,32 @@ def test_a_flag_column_stays_two_valued_with_a_few_junk_rows() -> None:
         ["flag", "flag_with_junk", "count", "continuous", "mostly_junk"],
     )
     assert [_is_two_valued(data, c) for c in range(5)] == [True, True, False, False, False]
+
+
+def _threshold_table(seed: int) -> AuditData:
+    """A clean table labelled by one column's sign: the class next to the boundary is no trigger."""
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(300, 3))
+    labels = (features[:, 0] > 0).astype(np.int64)
+    return AuditData("t.csv", "tabular", features, labels, ["0", "1"], ["a", "b", "c"])
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_the_band_of_a_class_beside_its_boundary_is_not_a_trigger(seed: int) -> None:
+    # Before the spike test these two draws confirmed "a = 0.28" and flagged about 60 clean rows.
+    result = run_backdoor_channel(_threshold_table(seed), AuditOptions(seed=0))
+    assert result.flags == []
+    assert result.findings == []
+
+
+def test_a_one_column_pattern_must_be_a_spike_of_its_column() -> None:
+    rng = np.random.default_rng(0)
+    column = rng.normal(size=(1000, 1))
+    smooth = TriggerPattern(1, "1", (0,), ("a",), (0.28,), (0.23,))
+    assert not _stamped(column, smooth)
+    stamped = column.copy()
+    stamped[:60, 0] = 0.28
+    assert _stamped(stamped, smooth)
+    # Patterns over several columns are left to the probe.
+    pair = TriggerPattern(1, "1", (0, 0), ("a", "a"), (0.28, 0.28), (0.23, 0.23))
+    assert _stamped(column, pair)

@@ -138,6 +138,11 @@ UNSTAMPED_P = 1e-3
 # outliers (`tune_backdoor.py --outliers 0.10`), which passed the rise test by a hair with 51% of its
 # holders labelled "churn" and flagged 250 clean rows at a bar of 0.5.
 CARRIER_PURITY_MIN = 0.6
+# A one-column pattern must be a spike (`_stamped`): the band within tolerance of its value holds at least
+# SPIKE_MIN times the rows a smooth density would put there, judged from the flanks out to FLANK_WIDTHS
+# tolerances on either side.
+SPIKE_MIN = 3.0
+FLANK_WIDTHS = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -495,6 +500,36 @@ def _tolerances(features: FloatArray) -> FloatArray:
     full = features.max(axis=0) - features.min(axis=0)
     spread = np.where(spread > 1e-12, spread, full)
     return np.asarray(np.maximum(TOLERANCE * spread, 1e-9), dtype=np.float64)
+
+
+def _stamped(features: FloatArray, pattern: TriggerPattern) -> bool:
+    """Whether a one-column pattern's value is a spike of its column, as a stamped value is.
+
+    Either many rows hold its exact value, SPIKE_MIN times as many as hold the nearest values on either
+    side (a trigger stamps one value; a continuous column holds each value once), or the band within
+    tolerance of it holds SPIKE_MIN times the rows a smooth density would put there, judged from the flanks
+    out to FLANK_WIDTHS tolerances. On a continuous column, the band of a class next to its decision
+    boundary looks like a pattern too (the class's rows there are consistent and no other row is near):
+    on a clean table labelled by `a > 0`, the class-1 rows with `a` in 0.02..0.46 were confirmed as a
+    trigger `a = 0.28`, since stamping it flips the other class; neither count makes that band a spike.
+    Patterns over several columns are left to the probe's other checks.
+    """
+    if len(pattern.features) != 1:
+        return True
+    column = features[:, pattern.features[0]]
+    value, tolerance = pattern.values[0], pattern.tolerances[0]
+    levels, counts = np.unique(column, return_counts=True)
+    at = int(np.searchsorted(levels, value))
+    if at < len(levels) and levels[at] == value and counts[at] >= MIN_DISTINCT_CARRIERS:
+        beside = [int(counts[i]) for i in (at - 1, at + 1) if 0 <= i < len(levels)]
+        if counts[at] >= SPIKE_MIN * max(float(np.mean(beside)) if beside else 0.0, 1.0):
+            return True
+    distance = np.abs(column - value)
+    band = int(np.count_nonzero(distance <= tolerance))
+    flanks = int(np.count_nonzero((distance > tolerance) & (distance <= FLANK_WIDTHS * tolerance)))
+    # The flanks are FLANK_WIDTHS - 1 times as wide as the band; a smooth density puts as many times its rows
+    # there.
+    return band >= SPIKE_MIN * flanks / (FLANK_WIDTHS - 1.0)
 
 
 def _pattern_for(
@@ -856,6 +891,8 @@ def _find_patterns(
         pattern, carriers = result
         if _distinct_rows(data.features[carriers]) < MIN_DISTINCT_CARRIERS:
             # Copies of one row share every value; a trigger rides on many different rows.
+            continue
+        if not _stamped(data.features, pattern):
             continue
         inside = np.isin(stats.rows, carriers)
         separation = _separation(stats.activations, inside)
