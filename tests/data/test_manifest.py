@@ -173,14 +173,18 @@ def test_missing_path(tmp_path: Path) -> None:
         build_manifest(tmp_path / "nope")
 
 
-def test_symlinks_and_excluded_files_are_skipped(tmp_path: Path) -> None:
+def test_excluded_files_are_skipped_and_symlinks_out_of_the_dataset_refused(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a.txt").write_text("a", encoding="utf-8")
-    (tmp_path / "outside.txt").write_text("secret", encoding="utf-8")
-    (tmp_path / "d" / "link.txt").symlink_to(tmp_path / "outside.txt")
     (tmp_path / "d" / "manifest.json").write_text("{}", encoding="utf-8")
     m = build_manifest(tmp_path / "d", exclude=[tmp_path / "d" / "manifest.json"])
     assert [f.path for f in m.files] == ["a.txt"]
+    # A link out of the dataset is neither followed (its target's hashes would be published and could
+    # change behind the manifest) nor skipped in silence (a poisoned file could hide behind it).
+    (tmp_path / "outside.txt").write_text("secret", encoding="utf-8")
+    (tmp_path / "d" / "link.txt").symlink_to(tmp_path / "outside.txt")
+    with pytest.raises(InputError, match=r"link\.txt: a symbolic link to .*outside the dataset"):
+        build_manifest(tmp_path / "d", exclude=[tmp_path / "d" / "manifest.json"])
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

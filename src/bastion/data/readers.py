@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import decimal
+import io
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -19,8 +20,13 @@ from bastion.errors import InputError
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp"})
 KIND_BY_SUFFIX = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet", ".npy": "npy", ".npz": "npz"}
 PARQUET_BATCH_ROWS = 8192
+NPY_MAGIC = b"\x93NUMPY"
+# A local file header, or the end record of an empty archive.
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 # One CSV record or JSONL line larger than this is refused, so a file without newlines cannot exhaust memory.
 MAX_ROW_BYTES = 64 << 20
+# The largest integer RFC 8785 (I-JSON) accepts: beyond it a double cannot hold every integer exactly.
+MAX_SAFE_INTEGER = 2**53 - 1
 
 
 @dataclass(slots=True)
@@ -36,6 +42,33 @@ def one_line_reason(exc: BaseException) -> str:
     # Library messages can span lines (pyarrow's thrift errors); diagnostics must stay one line.
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
+
+
+def printable(text: str, *, escape_backslash: bool = True) -> str:
+    """``text`` with control, format and other invisible characters escaped, safe to print on one line.
+
+    A file name's undecodable bytes (lone surrogates, PEP 383) show as ``\\xNN``, other characters as
+    ``\\xNN``/``\\uNNNN``; backslashes are doubled unless ``escape_backslash`` is False (error messages),
+    so an escaped name can never look like another name. A ``\\r`` in a name cannot rewrite a line.
+    """
+    if text.isprintable() and (not escape_backslash or "\\" not in text):
+        return text
+    out: list[str] = []
+    for char in text:
+        code = ord(char)
+        if char == "\\":
+            out.append("\\\\" if escape_backslash else char)
+        elif char.isprintable():
+            out.append(char)
+        elif 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x80:
+            out.append(f"\\x{code:02x}")
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "".join(out)
 
 
 def detect_kind(path: Path) -> str:
@@ -59,8 +92,11 @@ def open_rows(path: Path, kind: str) -> RowStream | None:
     return reader(path) if reader is not None else None
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """Numbered lines (newline kept), each at most MAX_ROW_BYTES, else InputError."""
+def _lines(path: Path, newline: bytes = b"\n") -> Iterator[tuple[int, bytes]]:
+    """Numbered lines (ending kept), each at most MAX_ROW_BYTES, else InputError; ``newline`` ends a line."""
+    if newline != b"\n":
+        yield from _split_lines(path, newline)
+        return
     with path.open("rb") as fh:
         for number, line in enumerate(iter(lambda: fh.readline(MAX_ROW_BYTES + 1), b""), start=1):
             if len(line) > MAX_ROW_BYTES:
@@ -68,21 +104,74 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
             yield number, line
 
 
-def _records(path: Path) -> Iterator[tuple[int, bytes]]:
-    # A CSV record may span lines inside quotes; an odd number of quote characters leaves the record open.
+def _split_lines(path: Path, newline: bytes) -> Iterator[tuple[int, bytes]]:
+    # readline() only splits at \n, so other line endings (a bare \r) are split here, in bounded chunks;
+    # a long line's pieces are kept apart until it ends, so joining stays linear in its length.
+    number = 0
+    parts: list[bytes] = []
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            *ended, rest = chunk.split(newline)
+            for piece in ended:
+                number += 1
+                if size + len(piece) >= MAX_ROW_BYTES:
+                    raise InputError(f"{path}: line {number}: longer than {MAX_ROW_BYTES} bytes")
+                yield number, b"".join([*parts, piece, newline])
+                parts, size = [], 0
+            parts.append(rest)
+            size += len(rest)
+            if size > MAX_ROW_BYTES:
+                raise InputError(f"{path}: line {number + 1}: longer than {MAX_ROW_BYTES} bytes")
+    if size:
+        yield number + 1, b"".join(parts)
+
+
+def _quoting(body: bytes, quoted: bool, at_start: bool) -> tuple[bool, bool]:
+    """The CSV quoting state after ``body`` (one line without its ending): (inside quotes, at a field start).
+
+    As in Python's csv module, a quote opens a quoted field only as the first character of a field; a quote
+    inside an unquoted field (``5" tall``) is an ordinary character, and ``""`` inside quotes is one quote.
+    """
+    i, n = 0, len(body)
+    while i < n:
+        if quoted:
+            j = body.find(b'"', i)
+            if j < 0:
+                return True, False
+            if j + 1 < n and body[j + 1] == 0x22:  # an escaped quote: still inside the field
+                i = j + 2
+                continue
+            quoted, at_start, i = False, False, j + 1  # after the closing quote the field goes on unquoted
+            continue
+        if at_start and body[i] == 0x22:
+            quoted, at_start, i = True, False, i + 1
+            continue
+        j = body.find(b",", i)
+        if j < 0:
+            return False, False
+        i, at_start = j + 1, True
+    return quoted, at_start
+
+
+def _records(path: Path, newline: bytes = b"\n") -> Iterator[tuple[int, bytes]]:
+    # A CSV record spans lines while a quoted field is open; its lines are joined with \n.
     parts: list[bytes] = []
     size = start = 0
-    open_quotes = False
-    for number, line in _lines(path):
-        body = line.rstrip(b"\n").removesuffix(b"\r")
+    quoted = False
+    for number, line in _lines(path, newline):
+        body = line.removesuffix(newline)
+        if newline == b"\n":
+            body = body.removesuffix(b"\r")
         if not parts:
             start, size = number, 0
         parts.append(body)
         size += len(body)
         if size > MAX_ROW_BYTES:
             raise InputError(f"{path}: line {start}: CSV record longer than {MAX_ROW_BYTES} bytes")
-        open_quotes ^= body.count(b'"') % 2 == 1
-        if not open_quotes:
+        if quoted or b'"' in body:  # the common line without quotes needs no scan
+            quoted, _ = _quoting(body, quoted, not quoted)
+        if not quoted:
             yield start, b"\n".join(parts)
             parts = []
     if parts:
@@ -94,6 +183,24 @@ def csv_records(path: Path) -> Iterator[tuple[int, bytes]]:
     return _records(path)
 
 
+def _newline(path: Path) -> bytes:
+    """``b"\\r"`` for a file whose header ends in a bare carriage return (classic Mac), else ``b"\\n"``."""
+    with path.open("rb") as fh:
+        head = fh.readline(MAX_ROW_BYTES + 1)
+    # A file that has a \n within its first record keeps \n line endings, so hashes of ordinary files never
+    # depend on this guess; only a first line without any \n is searched for an unquoted \r.
+    if head.endswith(b"\n") or b"\r" not in head:
+        return b"\n"
+    quoted = False
+    at_start = True
+    for piece in head.split(b"\r")[:-1]:
+        quoted, at_start = _quoting(piece, quoted, at_start)
+        if not quoted:
+            return b"\r"
+        at_start = False
+    return b"\n"
+
+
 def _decode(path: Path, number: int, raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
@@ -101,23 +208,83 @@ def _decode(path: Path, number: int, raw: bytes) -> str:
         raise InputError(f"{path}: line {number}: not UTF-8 text, cannot read as CSV") from None
 
 
+def _header_fields(path: Path, number: int, text: str) -> list[str]:
+    """The header's column names as csv.reader reads them, without its 128 KiB field size limit."""
+    try:
+        if len(text) < csv.field_size_limit():
+            return next(csv.reader([text]), [])
+        return split_csv_record(text)
+    except csv.Error as exc:
+        # csv's own message asks about file modes; say what is wrong with the file instead.
+        reason = "a line break inside an unquoted field" if "new-line" in str(exc) else one_line_reason(exc)
+        raise InputError(f"{path}: line {number}: unreadable CSV header ({reason})") from None
+
+
+def _unquoted_end(text: str, piece: str, end: int) -> str | None:
+    # csv.reader ends a record at a line break outside quotes and refuses text after it; None: no break here.
+    cut = min((i for i in (piece.find("\r"), piece.find("\n")) if i >= 0), default=-1)
+    if cut < 0:
+        return None
+    if text[end - len(piece) + cut :].strip("\r\n"):
+        raise csv.Error("new-line character seen in unquoted field")
+    return piece[:cut]
+
+
+def split_csv_record(text: str) -> list[str]:
+    """Fields of one CSV record as ``csv.reader`` (default dialect) reads them, with no field size limit."""
+    if not text.strip("\r\n"):
+        return []
+    fields: list[str] = []
+    i, n = 0, len(text)
+    while True:
+        pieces: list[str] = []
+        if i < n and text[i] == '"':
+            i += 1
+            while True:
+                j = text.find('"', i)
+                if j < 0:  # an unterminated quote runs to the end, as csv.reader does outside strict mode
+                    pieces.append(text[i:])
+                    i = n
+                    break
+                pieces.append(text[i:j])
+                if j + 1 < n and text[j + 1] == '"':
+                    pieces.append('"')
+                    i = j + 2
+                    continue
+                i = j + 1
+                break
+        k = text.find(",", i)
+        end = n if k < 0 else k
+        tail = text[i:end]
+        last = _unquoted_end(text, tail, end)
+        if last is not None:
+            fields.append("".join(pieces) + last)
+            return fields
+        pieces.append(tail)
+        fields.append("".join(pieces))
+        if k < 0:
+            return fields
+        i = k + 1
+
+
 def csv_rows(path: Path) -> RowStream:
-    """Each data row's raw bytes after the header, line endings normalised to ``\\n``; blank rows skipped."""
+    """Each data row's raw bytes after the header, line endings normalised to ``\\n``; blank rows skipped.
+
+    Blank lines before the header are skipped too, and a file whose lines end in a bare ``\\r`` is split
+    there (its rows hash as the same file with ``\\n`` endings would).
+    """
     stream = RowStream(iter(()))
 
     def rows() -> Iterator[bytes]:
         header_seen = False
-        for number, raw in _records(path):
+        for number, raw in _records(path, _newline(path)):
             text = _decode(path, number, raw)
             if not header_seen:
-                try:
-                    # A byte-order mark is part of the bytes but not of the first column's name.
-                    header = next(csv.reader([text.removeprefix("\ufeff")]), [])
-                except csv.Error as exc:
-                    raise InputError(
-                        f"{path}: line {number}: unreadable CSV header ({one_line_reason(exc)})"
-                    ) from None
-                stream.schema["columns"] = header
+                # A byte-order mark is part of the bytes but not of the first column's name.
+                text = text.removeprefix("\ufeff")
+                if not text.strip():
+                    continue
+                stream.schema["columns"] = _header_fields(path, number, text)
                 header_seen = True
             elif raw.strip():
                 yield raw
@@ -133,11 +300,56 @@ def _reject_constant(name: str) -> Any:
 
 
 def canonical_json(value: Any) -> bytes:
-    """RFC 8785 bytes of ``value``; raises ValueError when it has no canonical form."""
+    """RFC 8785 bytes of ``value``; raises ValueError when it has no canonical form.
+
+    RFC 8785 numbers are IEEE doubles, so it refuses integers beyond +-(2**53 - 1) (int64 ids, uint64);
+    those (up to the 64-bit range) are written as their exact decimal digits instead, the only departure
+    from its bytes: a JSON number's own digits, which no string or object can produce.
+    """
     try:
         return rfc8785.dumps(value)
+    except rfc8785.IntegerDomainError:
+        pass  # rare: only rows holding a big integer pay for the slower path below
     except (rfc8785.CanonicalizationError, TypeError, RecursionError) as exc:
         raise ValueError(str(exc) or type(exc).__name__) from None
+    sink = io.BytesIO()
+    try:
+        _dump_exact(value, sink)
+    except (ValueError, TypeError, RecursionError) as exc:  # CanonicalizationError is a ValueError
+        raise ValueError(str(exc) or type(exc).__name__) from None
+    return sink.getvalue()
+
+
+def _dump_exact(value: Any, sink: io.BytesIO) -> None:
+    # rfc8785.dump's container rules (no spaces, keys in UTF-16 order) with its leaves, except big integers.
+    if isinstance(value, dict):
+        items = sorted(value.items(), key=lambda kv: _utf16_key(kv[0]))
+        sink.write(b"{")
+        for index, (key, item) in enumerate(items):
+            sink.write(b"," if index else b"")
+            rfc8785.dump(key, sink)
+            sink.write(b":")
+            _dump_exact(item, sink)
+        sink.write(b"}")
+    elif isinstance(value, list | tuple):
+        sink.write(b"[")
+        for index, item in enumerate(value):
+            sink.write(b"," if index else b"")
+            _dump_exact(item, sink)
+        sink.write(b"]")
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SAFE_INTEGER:
+        # int64 and uint64 cover every integer column Arrow, NumPy and pandas hold; wider is corruption.
+        if not -(2**63) <= value < 2**64:
+            raise ValueError(f"integer of {len(str(abs(value)))} digits is outside the 64-bit range")
+        sink.write(str(int(value)).encode("ascii"))
+    else:
+        rfc8785.dump(value, sink)
+
+
+def _utf16_key(key: Any) -> bytes:
+    if not isinstance(key, str):
+        raise rfc8785.CanonicalizationError("object keys must be strings")
+    return key.encode("utf-16be")
 
 
 def jsonl_rows(path: Path) -> RowStream:
@@ -227,25 +439,37 @@ def _slices(array: Any) -> Iterator[bytes]:
         yield np.ascontiguousarray(array[index]).tobytes()
 
 
+def _npy_reason(exc: BaseException) -> str:
+    # numpy parses the header as a Python literal; tokenizer and AST errors describe Python, not the file.
+    if isinstance(exc, ValueError) and not str(exc).startswith("malformed node"):
+        return one_line_reason(exc)
+    return "its header is not a valid NumPy header dictionary"
+
+
 def npy_rows(path: Path) -> RowStream:
     """Each slice along axis 0 (a 0-d array is one row); memory-mapped so large arrays stay on disk."""
     np = _require("numpy", "NumPy")
     with path.open("rb") as fh:
         magic = fh.read(6)
     # np.load would treat a zip or pickle as an archive or object; only a real .npy header is accepted.
-    if magic != b"\x93NUMPY":
+    if magic != NPY_MAGIC:
         raise InputError(f"{path}: not a .npy array (bad magic bytes)")
     try:
         # open_memmap reads the header, refuses object dtypes (no pickle) and closes its own handle.
         array = np.lib.format.open_memmap(path, mode="r")
     except Exception as exc:  # numpy's header parser raises ValueError, SyntaxError, TokenError, ...
-        raise InputError(f"{path}: not a readable .npy array ({one_line_reason(exc)})") from None
+        raise InputError(f"{path}: not a readable .npy array ({_npy_reason(exc)})") from None
     return RowStream(_slices(array), _array_schema(array))
 
 
 def npz_rows(path: Path) -> RowStream:
     """Each member's slices along axis 0, each prefixed by the member name so moves between members show."""
     np = _require("numpy", "NumPy")
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    # np.load picks its reader from these bytes: a .npy or pickle here would not be read as an archive.
+    if magic not in ZIP_MAGICS:
+        raise InputError(f"{path}: not a .npz archive (not a zip file)")
     schema: dict[str, Any] = {"arrays": {}}
     # zipfile and numpy raise a wide family (BadZipFile, NotImplementedError, zlib.error, ...) on bad bytes.
     bad = Exception
@@ -265,8 +489,11 @@ def npz_rows(path: Path) -> RowStream:
                     array = archive[name]
                 except bad as exc:
                     raise InputError(
-                        f"{path}: member {name!r} is not a readable array ({one_line_reason(exc)})"
+                        f"{path}: member {name!r} is not a readable array ({_npy_reason(exc)})"
                     ) from None
+                # numpy hands back a member without the .npy magic as its raw bytes.
+                if not isinstance(array, np.ndarray):
+                    raise InputError(f"{path}: member {name!r} is not a .npy array")
                 schema["arrays"][name] = _array_schema(array)
                 for data in _slices(array):
                     yield name.encode("utf-8") + b"\x00" + data
