@@ -157,7 +157,7 @@ def test_drift_findings_name_the_drifted_column() -> None:
     members = sorted(f.location.members for f in drift)
     assert members == [(), ("column:amount",)]  # the drifted column, and the schema change
     assert result.summary["drift"]["drifted"] == ["amount"]
-    assert result.summary["drift"]["schema"] == {"missing": ["count"], "added": []}
+    assert result.summary["drift"]["schema"] == {"missing": ["count"], "added": [], "retyped": []}
 
 
 def _sourced(flag_rates: dict[str, tuple[int, float]], seed: int = 0) -> tuple[AuditData, list[int]]:

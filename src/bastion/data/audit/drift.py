@@ -352,10 +352,32 @@ def profile_frame(reference: pd.DataFrame) -> dict[str, ColumnProfile]:
     return {str(c): ColumnProfile.from_reference(reference[c], str(c)) for c in reference.columns}
 
 
-def schema_changes(reference_columns: list[str], current_columns: list[str]) -> dict[str, list[str]]:
-    """Columns only the reference has ("missing") and columns only the current data has ("added")."""
+def is_numeric_column(series: pd.Series) -> bool:
+    """Whether a column holds numbers, as a profile reads it (an empty text column does not)."""
+    return _numeric_values(series) is not None
+
+
+def profile_is_numeric(profile: ColumnProfile) -> bool:
+    """Whether the reference column behind ``profile`` held numbers."""
+    return profile.kind in (NUMERIC, DISCRETE)
+
+
+def schema_changes(
+    reference_columns: list[str],
+    current_columns: list[str],
+    numeric_reference: set[str] | None = None,
+    numeric_current: set[str] | None = None,
+) -> dict[str, list[str]]:
+    """Columns only the reference has ("missing"), only the current data has ("added"), and, given which
+    columns hold numbers on each side, shared columns holding numbers on one side and text on the other
+    ("retyped")."""
     ref, cur = [str(c) for c in reference_columns], [str(c) for c in current_columns]
-    return {"missing": [c for c in ref if c not in cur], "added": [c for c in cur if c not in ref]}
+    changes = {"missing": [c for c in ref if c not in cur], "added": [c for c in cur if c not in ref]}
+    if numeric_reference is not None and numeric_current is not None:
+        changes["retyped"] = [
+            c for c in ref if c in cur and (c in numeric_reference) != (c in numeric_current)
+        ]
+    return changes
 
 
 def drift_report(reference_frame: pd.DataFrame, frame: pd.DataFrame) -> list[ColumnDrift]:

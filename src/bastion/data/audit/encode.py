@@ -23,20 +23,46 @@ MISSING = "<missing>"
 MIXED_NUMERIC_SHARE = 0.9
 
 
+def numeric_share(series: pd.Series) -> float:
+    """Share of the present values of a text column that parse as numbers (1.0 for a numeric column)."""
+    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+        return 1.0
+    present = series.dropna()
+    if present.empty:
+        return 0.0
+    return float(pd.to_numeric(present, errors="coerce").notna().mean())
+
+
+def check_finite(series: pd.Series, column: str, offset: int = 0) -> None:
+    """InputError when a numeric column holds an infinite value: no scale or model can use it.
+
+    ``offset`` is added to the position of the first infinite value, for chunks of a larger file.
+    """
+    values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    infinite = np.isinf(values)
+    if infinite.any():
+        first = int(np.flatnonzero(infinite)[0])
+        raise InputError(f"column {column!r} holds infinite values (row {offset + first})")
+
+
 def _as_numeric(series: pd.Series, column: str) -> pd.Series | None:
     """The column as floats, None if it is categorical; InputError if it mixes numbers and words."""
     if pd.api.types.is_bool_dtype(series):
         return series.astype("float64")
     if pd.api.types.is_numeric_dtype(series):
-        return series.astype("float64")
+        values = series.astype("float64")
+        check_finite(values, column)
+        return values
     present = series.dropna()
     if present.empty:
         return None
     parsed = pd.to_numeric(present, errors="coerce")
-    numeric_share = float(parsed.notna().mean())
-    if numeric_share == 1.0:
-        return pd.to_numeric(series, errors="coerce").astype("float64")
-    if numeric_share >= MIXED_NUMERIC_SHARE:
+    share = float(parsed.notna().mean())
+    if share == 1.0:
+        values = pd.to_numeric(series, errors="coerce").astype("float64")
+        check_finite(values, column)
+        return values
+    if share >= MIXED_NUMERIC_SHARE:
         position = int(np.flatnonzero(parsed.isna().to_numpy())[0])
         row = present.index[position]
         raise InputError(

@@ -270,10 +270,15 @@ def _drift_frames(data: AuditData, reference: AuditData) -> tuple[pd.DataFrame, 
 
 
 def _drift(data: AuditData, reference: AuditData) -> tuple[list[Finding], dict[str, Any]]:
-    from bastion.data.audit.drift import drift_report, schema_changes
+    from bastion.data.audit.drift import drift_report, is_numeric_column, schema_changes
 
     ref_frame, frame = _drift_frames(data, reference)
-    schema = schema_changes([str(c) for c in ref_frame.columns], [str(c) for c in frame.columns])
+    schema = schema_changes(
+        [str(c) for c in ref_frame.columns],
+        [str(c) for c in frame.columns],
+        {str(c) for c in ref_frame.columns if is_numeric_column(ref_frame[c])},
+        {str(c) for c in frame.columns if is_numeric_column(frame[c])},
+    )
     return drift_findings(data.path, reference.path, drift_report(ref_frame, frame), schema)
 
 
@@ -308,19 +313,25 @@ def drift_findings(
                 {"columns": len(rest)},
             )
         )
-    if schema["missing"] or schema["added"]:
+    retyped = schema.get("retyped", [])
+    if schema["missing"] or schema["added"] or retyped:
         parts = []
         if schema["missing"]:
             parts.append(f"missing here: {', '.join(schema['missing'][:EXAMPLES])}")
         if schema["added"]:
             parts.append(f"not in the reference: {', '.join(schema['added'][:EXAMPLES])}")
+        if retyped:
+            parts.append(f"numbers on one side, text on the other: {', '.join(retyped[:EXAMPLES])}")
+        evidence = {"missing": len(schema["missing"]), "added": len(schema["added"])}
+        if retyped:
+            evidence["retyped"] = len(retyped)
         findings.append(
             Finding.make(
                 rules.DRIFT,
                 severity,
                 "the columns differ from the reference (" + "; ".join(parts) + ")",
                 Location(path),
-                {"missing": len(schema["missing"]), "added": len(schema["added"])},
+                evidence,
             )
         )
     summary = {

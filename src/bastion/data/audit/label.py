@@ -98,6 +98,10 @@ KERNEL_C = 3.0
 MAX_TRAIN_ROWS = 100_000
 # Folds with fewer training rows than this fit on one thread.
 SINGLE_THREAD_ROWS = 20_000
+# A class with fewer rows than this has no trustworthy out-of-sample probability (its rows barely reach a
+# training fold), so its rows get no label flag; the streaming audit applies the same minimum to its sample.
+# Without it a 3-row table flagged its only row of one class with "flip chance 1.00".
+MIN_CLASS_ROWS = 10
 # Weight of the model in the blended probability (the rest is the smoothed neighbour vote).
 MODEL_WEIGHT = 0.5
 # Combined rule (tuned on the tuning sets only, see the module docstring):
@@ -730,6 +734,11 @@ def apply_pair(
     return out
 
 
+def too_small_note() -> str:
+    """The label channel's summary note when no class has enough rows to judge."""
+    return f"every class has fewer than {MIN_CLASS_ROWS} rows; too few to judge any label"
+
+
 def run_label_channel(
     data: AuditData, options: AuditOptions, known_poison: BoolArray | None = None
 ) -> ChannelResult:
@@ -739,8 +748,14 @@ def run_label_channel(
     flagged again.
     """
     _check_classes(data)
-    evidence = label_evidence(data, options, known_poison)
     labels = data.labels
+    judged = np.bincount(labels, minlength=len(data.classes)) >= MIN_CLASS_ROWS
+    unjudged = [data.classes[c] for c in np.flatnonzero(~judged).tolist()]
+    if not judged.any():
+        # Nothing could be flagged: skip the model fits, which on a handful of rows mean nothing anyway.
+        summary = {"n_flagged": 0, "pairs": [], "unjudged_classes": unjudged, "skipped": too_small_note()}
+        return ChannelResult(channel=LABEL, summary=summary)
+    evidence = label_evidence(data, options, known_poison)
     if known_poison is None:
         flagged, pair, gate = _select(labels, evidence)
     else:
@@ -757,6 +772,7 @@ def run_label_channel(
         )
         flagged = np.zeros(labels.shape[0], dtype=bool)
         flagged[keep], pair, gate = _select(labels[keep], kept)
+    flagged &= judged[labels]
     n = labels.shape[0]
     rates = None if gate is None else gate.rates(data.classes)
     rows = np.arange(n)
@@ -801,6 +817,7 @@ def run_label_channel(
             "dominant_pair": None
             if pair is None
             else {"given": data.classes[pair[0]], "suggested": data.classes[pair[1]]},
+            "unjudged_classes": unjudged,
         },
     )
     if flags:

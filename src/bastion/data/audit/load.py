@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from bastion.data.audit.base import AuditData, FloatArray, IntArray
-from bastion.data.audit.encode import TableEncoder
+from bastion.data.audit.encode import MIXED_NUMERIC_SHARE, TableEncoder, check_finite, numeric_share
 from bastion.data.readers import one_line_reason
 from bastion.errors import InputError
 
@@ -48,13 +48,50 @@ def read_table(path: Path) -> pd.DataFrame:
         elif suffix == ".jsonl":
             frame = pd.read_json(path, lines=True)
         else:
-            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", low_memory=False)
+            sep = "\t" if suffix == ".tsv" else ","
+            # pandas renames a repeated header name ("label", "label.1"), which would silently audit the
+            # wrong column as the label; the raw header row shows the repeat.
+            header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str).iloc[0]
+            check_unique_columns(path, [str(c) for c in header.dropna()])
+            frame = pd.read_csv(path, sep=sep, low_memory=False)
     except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise InputError(f"{path}: cannot read it as {suffix[1:]}: {one_line_reason(exc)}") from None
     if frame.empty:
         raise InputError(f"{path}: no rows")
     frame.columns = [str(c) for c in frame.columns]
+    check_unique_columns(path, list(frame.columns))
+    if suffix != ".csv" and suffix != ".tsv":
+        _check_flat(path, frame)
     return frame
+
+
+def check_unique_columns(path: Path | str, names: list[str]) -> None:
+    """InputError when two columns share a name: a label or feature cannot be told from its namesake."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InputError(f"{path}: duplicate column name {name!r}")
+        seen.add(name)
+
+
+def _check_flat(path: Path, frame: pd.DataFrame) -> None:
+    """InputError when a JSONL or Parquet column holds objects or lists, which no detector can compare."""
+    for column in frame.columns:
+        series = frame[column]
+        if series.dtype != object:
+            continue
+        nested = series.map(lambda v: isinstance(v, (dict, list, tuple, np.ndarray))).to_numpy(dtype=bool)
+        if nested.any():
+            row = int(np.flatnonzero(nested)[0])
+            raise InputError(f"{path}: column {column!r} holds nested objects (row {row}); flatten it first")
+
+
+def named(path: Path | str, exc: InputError) -> InputError:
+    """``exc`` with its message prefixed by ``path`` unless it already names it (encoder errors do not)."""
+    message = str(exc)
+    if message.startswith(f"{path}:"):
+        return exc
+    return InputError(f"{path}: {message}")
 
 
 def encode_labels(values: pd.Series | np.ndarray[Any, Any], what: str) -> tuple[IntArray, list[str]]:
@@ -83,15 +120,22 @@ def from_arrays(
 ) -> AuditData:
     """AuditData from a feature matrix used as given (images: flattened and scaled by the caller)."""
     matrix = np.asarray(features, dtype=np.float64)
-    image_shape = tuple(matrix.shape[1:]) if matrix.ndim > 2 else None
-    matrix = matrix.reshape(len(matrix), -1)
+    labels = np.asarray(labels)
+    if matrix.ndim == 0:
+        raise InputError(f"{path}: the features are a single number, not one row per example")
+    if labels.ndim != 1:
+        raise InputError(f"{path}: the labels must be 1-D, one per row (shape {labels.shape})")
     if len(matrix) == 0:
         raise InputError(f"{path}: no rows")
+    image_shape = tuple(matrix.shape[1:]) if matrix.ndim > 2 else None
+    matrix = matrix.reshape(len(matrix), -1)
+    if matrix.shape[1] == 0:
+        raise InputError(f"{path}: the features have no columns")
     if len(labels) != len(matrix):
         raise InputError(f"{path}: {len(labels)} labels for {len(matrix)} rows")
     if not np.isfinite(matrix).all():
         raise InputError(f"{path}: features hold NaN or infinite values")
-    codes, classes = encode_labels(np.asarray(labels), f"{path}: labels")
+    codes, classes = encode_labels(labels, f"{path}: labels")
     names = feature_names or [f"f{i}" for i in range(matrix.shape[1])]
     return AuditData(
         path=path,
@@ -124,7 +168,9 @@ def identifier_columns(frame: pd.DataFrame) -> list[str]:
     """Columns that only name rows: unique on every row and either an integer sequence or text.
 
     An id column makes every row unique, which hides duplicates, and it carries no signal a detector should
-    learn; a continuous measurement is also unique per row but is neither sorted integers nor text.
+    learn; a continuous measurement is also unique per row but is neither sorted integers nor text. A text
+    column that is mostly numbers is a measurement with stray words, not an id: the encoder rejects it
+    with the offending row, where dropping it would audit the table without it.
     """
     if len(frame) < 2:
         return []
@@ -135,6 +181,8 @@ def identifier_columns(frame: pd.DataFrame) -> list[str]:
             continue
         integer_sequence = pd.api.types.is_integer_dtype(series) and series.is_monotonic_increasing
         text = not pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+        if text and numeric_share(series) >= MIXED_NUMERIC_SHARE:
+            continue
         if integer_sequence or text:
             found.append(str(column))
     return found
@@ -150,6 +198,8 @@ def from_frame(
 ) -> AuditData:
     """AuditData from a DataFrame: the label and source columns split off, the rest encoded or embedded."""
     features_frame, label_values, sources = _split_columns(frame, label, source_column, path)
+    if features_frame.shape[1] == 0:
+        raise InputError(f"{path}: no feature columns besides the label")
     labels, classes = encode_labels(label_values, f"{path}: label column {label!r}")
     ignored = [c for c in identifier_columns(features_frame) if c != text_column]
     if ignored and len(ignored) < features_frame.shape[1]:
@@ -167,8 +217,11 @@ def from_frame(
         names = [f"embedding_{i}" for i in range(matrix.shape[1])]
         kind = "text"
     else:
-        encoder = TableEncoder.fit(features_frame)
-        matrix = encoder.transform(features_frame)
+        try:
+            encoder = TableEncoder.fit(features_frame)
+            matrix = encoder.transform(features_frame)
+        except InputError as exc:
+            raise named(path, exc) from None
         names = encoder.feature_names
         kind = "tabular"
     return AuditData(
@@ -200,10 +253,24 @@ def _load_npz(path: Path, label: str) -> AuditData:
     features = arrays[others[0]]
     if not np.issubdtype(features.dtype, np.number):
         raise InputError(f"{path}: feature array {others[0]!r} is not numeric ({features.dtype})")
+    if arrays[label].ndim != 1:
+        raise InputError(
+            f"{path}: label array {label!r} must be 1-D, one label per row (shape {arrays[label].shape})"
+        )
+    if features.ndim == 0:
+        raise InputError(f"{path}: feature array {others[0]!r} is a single number, not one row per example")
+    if len(features) == 0:
+        raise InputError(f"{path}: no rows")
     kind = "image" if features.ndim >= 3 else "tabular"
     if kind == "image" and features.size and float(np.max(features)) > 1.0:
         features = features / float(np.max(features))  # pixels to [0, 1] whatever their bit depth
     return from_arrays(features, arrays[label], kind=kind, path=str(path))
+
+
+def _no_source_in_arrays(path: Path, source_column: str | None) -> None:
+    # Silently auditing without the sources would hide the per-source summary the user asked for.
+    if source_column is not None:
+        raise InputError(f"{path}: --source-column needs a table; .npz arrays have no columns")
 
 
 def load_dataset(
@@ -213,6 +280,7 @@ def load_dataset(
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.suffix.lower() in ARRAY_SUFFIXES:
+        _no_source_in_arrays(path, source_column)
         return _load_npz(path, label)
     frame = read_table(path)
     return from_frame(frame, label, source_column=source_column, text_column=text_column, path=str(path))
@@ -230,6 +298,7 @@ def load_companion(
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.suffix.lower() in ARRAY_SUFFIXES:
+        _no_source_in_arrays(path, source_column)
         other = _load_npz(path, label)
         frame_labels = np.asarray(other.classes, dtype=object)[other.labels]
     else:
@@ -248,7 +317,10 @@ def load_companion(
             ]
             if absent:
                 raise InputError(f"{path}: no column {absent[0]!r}, which {like.path} has")
-            matrix = like.encoder.transform(features_frame)
+            try:
+                matrix = like.encoder.transform(features_frame)
+            except InputError as exc:
+                raise named(path, exc) from None
         else:
             raise InputError(f"{path}: cannot encode it like {like.path}")
         other = AuditData(
@@ -272,3 +344,46 @@ def load_companion(
     other.labels = np.array([index[str(v)] for v in frame_labels], dtype=np.int64)
     other.classes = list(like.classes)
     return other
+
+
+def load_reference(
+    path: Path,
+    like: AuditData,
+    label: str,
+    *,
+    source_column: str | None = None,
+    text_column: str | None = None,
+) -> AuditData:
+    """Load a trusted reference for drift: its feature columns as they are, compared column by column.
+
+    Unlike :func:`load_companion` (a holdout the model is scored on), a reference only feeds the drift
+    check, so the streaming audit's rules apply: a column missing on either side or holding numbers on one
+    side and text on the other is a drift finding, not an error; its labels and its source column, which
+    drift does not compare, need not match the data's. ``text_column`` is accepted for symmetry: drift
+    compares the raw columns, text included.
+    """
+    del text_column
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.suffix.lower() in ARRAY_SUFFIXES or like.frame is None:
+        # Arrays have no column names to compare: their drift is per feature position, so they must match.
+        return load_companion(path, like, label, source_column=source_column)
+    frame = read_table(path)
+    drop = [c for c in (label, source_column, *like.ignored_columns) if c is not None and c in frame.columns]
+    features_frame = frame.drop(columns=drop).reset_index(drop=True)
+    for column in features_frame.columns:
+        series = features_frame[column]
+        if numeric_share(series) == 1.0:
+            try:
+                check_finite(pd.to_numeric(series, errors="coerce"), str(column))
+            except InputError as exc:
+                raise named(path, exc) from None
+    return AuditData(
+        path=str(path),
+        kind=like.kind,
+        features=np.zeros((len(features_frame), 0), dtype=np.float64),
+        labels=np.zeros(len(features_frame), dtype=np.int64),
+        classes=list(like.classes),
+        feature_names=[],
+        frame=features_frame,
+    )

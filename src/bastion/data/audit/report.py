@@ -138,27 +138,33 @@ def render_table(result: AuditResult, **_: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cell(value: Any) -> str:
+    """A Markdown table cell: a ``|`` would end the cell and a line break the row, whatever the value."""
+    text = str(value).replace("|", "\\|")
+    return " ".join(text.splitlines())
+
+
 def render_markdown(result: AuditResult, **_: Any) -> str:
     """Markdown for a pull request or a review ticket."""
     out = [f"# Data audit: `{result.path}`", "", _headline(result), ""]
     if result.findings:
         out += ["## Findings", "", "| Severity | Rule | Where | Message |", "|---|---|---|---|"]
         for f in sort_findings(result.findings):
-            message = f.message.replace("|", "\\|")
-            out.append(f"| {f.severity.label} | {f.rule_id} | `{location_text(f.location)}` | {message} |")
+            where = _cell(location_text(f.location))
+            out.append(f"| {_cell(f.severity.label)} | {_cell(f.rule_id)} | `{where}` | {_cell(f.message)} |")
         out.append("")
     if result.rows:
         out += ["## Most suspicious rows", "", "| Row | Score | Channels | Suggested | Reason |"]
         out.append("|---:|---:|---|---|---|")
         for row in _top_rows(result):
-            reason = row.reason.replace("|", "\\|")
-            suggest = row.suggested_label or ""
-            out.append(f"| {row.row} | {row.score:.2f} | {', '.join(row.channels)} | {suggest} | {reason} |")
+            channels = _cell(", ".join(row.channels))
+            suggest = _cell(row.suggested_label or "")
+            out.append(f"| {row.row} | {row.score:.2f} | {channels} | {suggest} | {_cell(row.reason)} |")
         out.append("")
     if result.sources:
         out += ["## Sources", "", "| Source | Rows | Flagged | Share |", "|---|---:|---:|---:|"]
         out += [
-            f"| {s['source']} | {s['rows']} | {s['flagged']} | {100 * s['flagged_share']:.1f}% |"
+            f"| {_cell(s['source'])} | {s['rows']} | {s['flagged']} | {100 * s['flagged_share']:.1f}% |"
             for s in result.sources
         ]
         out.append("")

@@ -47,7 +47,8 @@ from bastion.data.audit.base import (
     IntArray,
     RowFlag,
 )
-from bastion.data.audit.encode import TableEncoder
+from bastion.data.audit.encode import TableEncoder, check_finite
+from bastion.data.audit.load import check_unique_columns, named
 from bastion.data.audit.run import AuditResult, join_flags
 from bastion.data.readers import one_line_reason
 from bastion.errors import InputError, UsageError
@@ -78,8 +79,9 @@ AGREE_GIVEN_MAX = 0.2
 BACKDOOR_SAMPLE_ROWS = 20_000
 # A reference (trusted) file is profiled from a sample of this many rows.
 REFERENCE_ROWS = 200_000
-# A class with fewer sample rows than this has no trustworthy model probability: its rows get no label flag.
-MIN_CLASS_SAMPLE = 10
+# A class with fewer sample rows than this has no trustworthy model probability: its rows get no label flag
+# (the in-memory channel applies the same minimum to the whole table).
+MIN_CLASS_SAMPLE = label_channel.MIN_CLASS_ROWS
 # CSV blocks; pyarrow infers the column types from the first block, so a larger block sees more values, but
 # its reader keeps several blocks in flight: 16 MB blocks held 550 MB resident on a 400 MB file, 4 MB 260 MB.
 CSV_BLOCK_BYTES = 4 << 20
@@ -170,6 +172,7 @@ def _check_path(path: Path) -> None:
 
 
 def _check_columns(path: Path, names: list[str], label: str, source_column: str | None) -> None:
+    check_unique_columns(path, names)
     if label not in names:
         raise InputError(f"{path}: no label column {label!r} (columns: {', '.join(names[:20])})")
     if source_column is not None and source_column not in names:
@@ -205,6 +208,13 @@ def _feature_frame(table: Any, drop: tuple[str, ...]) -> pd.DataFrame:
     )
     frame.index = pd.RangeIndex(table.num_rows)
     return frame
+
+
+def _check_finite_frame(frame: pd.DataFrame, offset: int) -> None:
+    """InputError on the first infinite value of a chunk's numeric columns, with its row in the file."""
+    for name in frame.columns:
+        if frame[name].dtype == np.float64:
+            check_finite(frame[name], str(name), offset)
 
 
 def _check_text(column: Any, name: str) -> None:
@@ -323,7 +333,13 @@ def _first_pass(
 
             kind = table.column(label).type
             label_is_numeric = bool(pa.types.is_integer(kind) or pa.types.is_floating(kind))
-        frame = _feature_frame(table, drop)
+        try:
+            frame = _feature_frame(table, drop)
+            # Checked here, where the chunk's offset gives the row in the file: an infinite value would
+            # otherwise reach the encoder's scale and the models as NaN.
+            _check_finite_frame(frame, offset)
+        except InputError as exc:
+            raise named(path, exc) from None
         codes = _codes(_label_strings(table, label, path, offset), class_index)
         labels.append(codes)
         hashes.append(frame_row_hashes(frame))
@@ -547,8 +563,11 @@ def _fit_state(
 ) -> tuple[ChunkState, dict[str, Any]]:
     sample = first.sample
     assert sample.frame is not None  # _first_pass raises on an empty file
-    encoder = TableEncoder.fit(sample.frame)
-    x = encoder.transform(sample.frame)
+    try:
+        encoder = TableEncoder.fit(sample.frame)
+        x = encoder.transform(sample.frame)
+    except InputError as exc:
+        raise named(path, exc) from None
     y = remap[sample.labels].astype(np.int64)
     n_classes = len(classes)
     info: dict[str, Any] = {"sample_rows": int(y.size), "encoded_columns": len(encoder.feature_names)}
@@ -731,8 +750,14 @@ def _reference_sample(
     sample = _Reservoir(REFERENCE_ROWS, seed + 1)
     offset = 0
     for table in iter_chunks(path, chunk_rows):
+        if offset == 0:
+            check_unique_columns(path, [str(n) for n in table.column_names])
         drop = tuple(c for c in (label, source_column) if c is not None and c in table.column_names)
-        frame = _feature_frame(table, drop)
+        try:
+            frame = _feature_frame(table, drop)
+            _check_finite_frame(frame, offset)
+        except InputError as exc:
+            raise named(path, exc) from None
         sample.add(frame, np.zeros(len(frame), dtype=np.int32), offset)
         offset += table.num_rows
     if sample.frame is None:
@@ -874,6 +899,13 @@ def score_chunk(state: ChunkState, table: Any, offset: int) -> ChunkResult:
 
 
 def _score(state: ChunkState, table: Any, offset: int) -> ChunkResult:
+    try:
+        return _score_named(state, table, offset)
+    except InputError as exc:
+        raise named(state.path, exc) from None
+
+
+def _score_named(state: ChunkState, table: Any, offset: int) -> ChunkResult:
     path = Path(state.path)
     result = ChunkResult(offset=offset, n_rows=int(table.num_rows))
     frame = _feature_frame(table, state.drop)
@@ -1002,14 +1034,22 @@ def _severity(code: str) -> Severity:
 
 
 def _drift_channel(
-    path: Path, state: ChunkState, counts: dict[str, FloatArray], current: list[str], info: dict[str, Any]
+    path: Path,
+    state: ChunkState,
+    counts: dict[str, FloatArray],
+    current: list[str],
+    info: dict[str, Any],
+    sample: pd.DataFrame | None,
 ) -> tuple[list[Finding], dict[str, Any]]:
     """Drift findings from the summed chunk counts, worded by the in-memory integrity channel."""
-    from bastion.data.audit.drift import compare, schema_changes
+    from bastion.data.audit.drift import compare, is_numeric_column, profile_is_numeric, schema_changes
     from bastion.data.audit.integrity import drift_findings
 
     assert state.profiles is not None
-    schema = schema_changes(list(state.profiles), current)
+    # The sample stands for the file in telling number columns from text, as it does for the encoder.
+    numeric_current = set() if sample is None else {str(c) for c in sample if is_numeric_column(sample[c])}
+    numeric_reference = {c for c, profile in state.profiles.items() if profile_is_numeric(profile)}
+    schema = schema_changes(list(state.profiles), current, numeric_reference, numeric_current)
     report = [compare(state.profiles[c], counts[c]) for c in state.profiles if c in counts]
     return drift_findings(str(path), info.get("reference"), report, schema)
 
@@ -1046,6 +1086,9 @@ def _label_result(
             },
         },
     )
+    unjudged = info.get("unjudged_classes")
+    if unjudged is not None and len(unjudged) == len(classes):
+        result.summary["skipped"] = label_channel.too_small_note()
     if flags:
         result.findings.append(
             _label_finding(path, n_rows, classes, ordered, state.pair, len(flags), info.get("noise_rates"))
@@ -1191,7 +1234,9 @@ def stream_audit(
             data = _minimal_data(path, first.n_rows, labels, classes, hashes)
             channel = run_integrity_channel(data, options, None)
             if state.profiles is not None:
-                findings, summary = _drift_channel(path, state, drift_counts, first.feature_columns, info)
+                findings, summary = _drift_channel(
+                    path, state, drift_counts, first.feature_columns, info, first.sample.frame
+                )
                 channel.findings.extend(findings)
                 channel.summary["drift"] = summary
         else:
