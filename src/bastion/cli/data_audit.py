@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +43,34 @@ def _channels_arg(text: str) -> tuple[str, ...]:
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"unknown channel {unknown[0] if unknown else text!r}")
     return names
+
+
+SANITIZE_HELP = """Audit DATA, then write the kept rows (CLEAN), the removed rows with their reasons (the
+quarantine, in DATA's format) and a manifest of CLEAN with a lineage record.
+
+Outputs: CLEAN and the quarantine must end in DATA's suffix. No two outputs (-o, --quarantine, --manifest,
+--report) may be the same file, none may be DATA, and their directories must exist. An output that already
+exists is refused unless --force is given: a quarantine is evidence of what was removed and why, and the
+manifest and report describe one run, so nothing is replaced silently. Everything is checked before the
+audit starts, written to temporary files, and renamed into place together at the end; on a failure or an
+interrupt (Ctrl-C, SIGTERM) nothing is written. When --validate rejects the result nothing is written,
+not even --report.
+
+CSV and JSONL kept rows are copied byte for byte. A JSONL quarantine line is
+{"bastion_row": ..., "bastion_channels": [...], "bastion_score": ..., "bastion_reason": ..., "record": ROW}
+where ROW is the parsed line re-serialised as JSON (same values, not the same bytes).
+"""
+
+
+def _tolerance_arg(text: str) -> float:
+    """argparse type for ``--tolerance``: a finite number of accuracy points >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of points, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
 
 
 def _add_audit_options(cmd: argparse.ArgumentParser) -> None:
@@ -82,7 +115,12 @@ def add_commands(commands: Any) -> None:
     add_event_options(audit)
     audit.set_defaults(handler=run_audit_command)
 
-    san = commands.add_parser("sanitize", help="quarantine flagged rows, write clean data and a manifest")
+    san = commands.add_parser(
+        "sanitize",
+        help="quarantine flagged rows, write clean data and a manifest",
+        description=SANITIZE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_audit_options(san)
     san.add_argument(
         "--output", "-o", type=Path, metavar="CLEAN", help="cleaned data (default NAME.clean.EXT)"
@@ -90,14 +128,32 @@ def add_commands(commands: Any) -> None:
     san.add_argument(
         "--quarantine", type=Path, metavar="FILE", help="removed rows (default NAME.quarantine.EXT)"
     )
-    san.add_argument("--manifest", type=Path, metavar="FILE", help="manifest of the cleaned data")
+    san.add_argument(
+        "--manifest",
+        type=Path,
+        metavar="FILE",
+        help="manifest of the cleaned data (default NAME.clean.manifest.json)",
+    )
     san.add_argument("--report", type=Path, metavar="FILE", help="also write the audit report (JSON) here")
+    san.add_argument(
+        "--force", action="store_true", help="replace outputs that already exist (the quarantine included)"
+    )
+    san.add_argument(
+        "--input-manifest",
+        type=Path,
+        metavar="MANIFEST",
+        help="the input's manifest (bastion data fingerprint): check the input against it, record its digest",
+    )
     san.add_argument("--sign-key", type=Path, metavar="KEY.pem", help="sign the new manifest (Ed25519)")
     san.add_argument("--validate", action="store_true", help="retrain before and after; accept or reject")
     san.add_argument("--recipe", default="mlp", help="mlp, logreg, forest or module:Class (default mlp)")
     san.add_argument("--holdout", type=Path, metavar="TRUSTED", help="clean held-out data for --validate")
     san.add_argument(
-        "--tolerance", type=float, default=1.0, metavar="POINTS", help="allowed accuracy drop (default 1)"
+        "--tolerance",
+        type=_tolerance_arg,
+        default=1.0,
+        metavar="POINTS",
+        help="allowed accuracy drop, a number >= 0 (default 1)",
     )
     san.add_argument("--format", choices=("table", "json"), default="table", help="summary format")
     add_event_options(san)
@@ -112,9 +168,9 @@ def _options(args: argparse.Namespace) -> AuditOptions:
 
 def _audit(args: argparse.Namespace) -> tuple[AuditResult, AuditData | None, dict[str, Any]]:
     """Load or stream the data, run the channels, and build the audit's lineage record."""
-    from bastion.data.audit.load import load_companion, load_dataset, should_stream
+    from bastion.data.audit.load import load_dataset, load_reference, should_stream
     from bastion.data.audit.run import run_audit
-    from bastion.data.lineage import dataset_digest, dataset_identity, file_digest, lineage_record
+    from bastion.data.lineage import dataset_digest, dataset_identity, lineage_record
 
     _require_audit_extra()
     path: Path = args.path
@@ -140,13 +196,14 @@ def _audit(args: argparse.Namespace) -> tuple[AuditResult, AuditData | None, dic
             backend=args.backend,
             workers=max(args.workers, 1),
         )
-        # A full manifest of a file that does not fit in memory costs a second pass; its SHA-256 names it.
-        consumed["data"] = file_digest(path)
+        # A second, streaming pass over the file: without its Merkle root no later step could match this
+        # audit to the data (a bare SHA-256 names the bytes but not a manifest).
+        consumed.update(dataset_identity(path))
     else:
         data = load_dataset(path, args.label, source_column=args.source_column, text_column=args.text_column)
         reference = None
         if args.reference is not None:
-            reference = load_companion(
+            reference = load_reference(
                 args.reference,
                 data,
                 args.label,
@@ -200,12 +257,14 @@ def run_audit_command(args: argparse.Namespace) -> int:
 
     result, data, lineage = _audit(args)
     ignored = data.ignored_columns if data is not None else []
+    # The event first: a store that cannot be written (a bad --db) then fails the run before any report
+    # exists, rather than leaving a report of an audit the log never saw.
+    record_event(args, "data.audited", _data_subject(lineage), _audit_payload(args, result, lineage))
     _write(
         args.output,
         RENDERERS[args.format](result, label=args.label, lineage=lineage, ignored_columns=ignored),
     )
     worst = max((f.severity for f in result.findings), default=None)
-    record_event(args, "data.audited", _data_subject(lineage), _audit_payload(args, result, lineage))
     note(
         f"audited {result.n_rows} rows in {result.duration_s:.1f}s: {len(result.rows)} flagged, "
         f"{len(result.removed_rows)} to quarantine"
@@ -213,25 +272,90 @@ def run_audit_command(args: argparse.Namespace) -> int:
     return 1 if worst is not None and worst >= args.fail_on else 0
 
 
-def run_sanitize_command(args: argparse.Namespace) -> int:
-    """Audit, optionally validate by retraining, then write clean data, quarantine and a signed manifest."""
-    from bastion.atomic import atomic_write_text
-    from bastion.data.audit.report import render_json
-    from bastion.data.sanitize import SanitizeOutputs, write_sanitized
-    from bastion.data.signing import load_private_key
+@contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """While the command runs, SIGTERM raises SystemExit(143) so staged temporary files are removed.
 
-    key = load_private_key(args.sign_key) if args.sign_key else None  # a bad key fails before the work
+    Python's default for SIGTERM kills the process on the spot, skipping every ``finally``; raising
+    instead unwinds through the staging context, which deletes what it staged and writes nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed from the main thread
+        return
+
+    def terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except SystemExit as exc:
+        if exc.code == 128 + signal.SIGTERM:
+            note("terminated; nothing written")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _sanitize_outputs(args: argparse.Namespace) -> Any:
+    from bastion.data.sanitize import SanitizeOutputs
+
     defaults = SanitizeOutputs.beside(args.path)
-    outputs = SanitizeOutputs(
+    return SanitizeOutputs(
         clean=args.output or defaults.clean,
         quarantine=args.quarantine or defaults.quarantine,
         manifest=args.manifest or defaults.manifest,
+        report=args.report,
     )
+
+
+def _check_sanitize_request(args: argparse.Namespace, outputs: Any) -> dict[str, str]:
+    """Everything that can be refused without auditing: the input, the outputs, the options.
+
+    Returns what ``--input-manifest`` adds to the lineage (empty without it).
+    """
+    from bastion.data.audit.load import should_stream
+    from bastion.data.sanitize import check_outputs
+
+    path: Path = args.path
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; sanitize reads one data file")
+    check_outputs(path, outputs, force=args.force)
+    if args.validate:
+        from bastion.data.validate import make_estimator
+
+        if args.stream or should_stream(path):
+            raise UsageError("--validate retrains on the data, which needs it in memory; drop --stream")
+        if args.holdout is not None and not args.holdout.is_file():
+            raise InputError(f"--holdout {args.holdout}: no such file")
+        make_estimator(args.recipe, args.seed)  # an unimportable recipe fails before the audit
+    if args.input_manifest is None:
+        return {}
+    from bastion.data.lineage import identity_from_manifest
+
+    return identity_from_manifest(path, args.input_manifest, {})
+
+
+def run_sanitize_command(args: argparse.Namespace) -> int:
+    """Audit, optionally validate by retraining, then write clean data, quarantine and a signed manifest."""
+    return _run_sanitize(args)
+
+
+def _run_sanitize(args: argparse.Namespace) -> int:
+    from bastion.data.audit.report import render_json
+    from bastion.data.sanitize import write_sanitized
+    from bastion.data.signing import load_private_key
+
+    _require_audit_extra()
+    outputs = _sanitize_outputs(args)
+    from_manifest = _check_sanitize_request(args, outputs)
+    key = load_private_key(args.sign_key) if args.sign_key else None  # a bad key fails before the work
     result, data, audit_lineage = _audit(args)
+    audit_lineage["consumed"].update(from_manifest)
     ignored = data.ignored_columns if data is not None else []
     report_text = render_json(result, label=args.label, lineage=audit_lineage, ignored_columns=ignored)
-    if args.report is not None:
-        atomic_write_text(args.report, report_text)
     validation = None
     if args.validate:
         validation = _validate(args, result, data)
@@ -243,6 +367,7 @@ def run_sanitize_command(args: argparse.Namespace) -> int:
         "validation": None if validation is None else validation.to_json(),
     }
     if validation is not None and not validation.accepted:
+        # "Nothing written" includes --report: the outputs of one run are written together or not at all.
         summary["written"] = False
         record_event(
             args,
@@ -259,7 +384,20 @@ def run_sanitize_command(args: argparse.Namespace) -> int:
     parameters: dict[str, Any] = dict(audit_lineage["parameters"])
     if validation is not None:
         parameters["validation"] = validation.to_json()
-    manifest = write_sanitized(args.path, result, outputs, consumed=consumed, parameters=parameters, key=key)
+    # Only the writing needs the handler: nothing is staged before it. Installed for the whole run, it was
+    # inherited by the forked workers of cleanlab's pool during the audit, and Pool.terminate, which stops
+    # its workers with SIGTERM, then hung now and then joining a worker that did not die.
+    with _sigterm_as_exit():
+        manifest = write_sanitized(
+            args.path,
+            result,
+            outputs,
+            consumed=consumed,
+            parameters=parameters,
+            key=key,
+            report=report_text.encode("utf-8") if outputs.report is not None else None,
+            force=args.force,
+        )
     summary.update(
         written=True,
         clean=str(outputs.clean),
@@ -268,6 +406,8 @@ def run_sanitize_command(args: argparse.Namespace) -> int:
         clean_manifest_digest="manifest-sha256:" + manifest.digest(),
         signed=key is not None,
     )
+    if outputs.report is not None:
+        summary["report"] = str(outputs.report)
     verdict = validation.verdict if validation is not None else "not validated (use --validate)"
     record_event(
         args,
@@ -293,7 +433,14 @@ def _validate(args: argparse.Namespace, result: AuditResult, data: AuditData | N
         raise UsageError("--validate retrains on the data, which needs it in memory; drop --stream")
     holdout = None
     if args.holdout is not None:
-        holdout = load_companion(args.holdout, data, args.label, text_column=args.text_column)
+        try:
+            holdout = load_companion(args.holdout, data, args.label, text_column=args.text_column)
+        except InputError as exc:
+            message = exc.diagnostics()
+            # Some loader messages name only a column; say which file it is in.
+            if str(args.holdout) not in message:
+                message = f"--holdout {args.holdout}: {message}"
+            raise InputError(message) from None
     backdoor = result.channels.get("backdoor")
     patterns = list(backdoor.summary.get("patterns", [])) if backdoor is not None else []
     return validate_sanitization(

@@ -36,11 +36,40 @@ def data_root(path: Path) -> str:
 
 
 def dataset_identity(path: Path) -> dict[str, str]:
-    """Both names of a dataset from one fingerprint: ``data`` (manifest digest) and ``data_root``."""
+    """Names of a dataset from one fingerprint: ``data`` (manifest digest), ``data_root`` and, for a single
+    file, ``data_sha256`` (its bytes' SHA-256).
+
+    The manifest digest names a manifest built here and not written anywhere, so only ``data_root`` and
+    ``data_sha256`` can be matched later against data or a written manifest; both are always recorded.
+    """
     from bastion.data.manifest import build_manifest
 
     manifest = build_manifest(path)
-    return {"data": "manifest-sha256:" + manifest.digest(), "data_root": "merkle-sha256:" + manifest.root}
+    identity = {"data": "manifest-sha256:" + manifest.digest(), "data_root": "merkle-sha256:" + manifest.root}
+    if path.is_file() and len(manifest.files) == 1:
+        identity["data_sha256"] = "sha256:" + manifest.files[0].sha256
+    return identity
+
+
+def identity_from_manifest(path: Path, manifest_path: Path, identity: dict[str, str]) -> dict[str, str]:
+    """``identity`` with ``data`` naming the written manifest at ``manifest_path``, once ``path`` matches it.
+
+    The input must be one of the manifest's files (by name, or its only file) with the same SHA-256; an
+    input that differs from what was fingerprinted is refused rather than recorded as that manifest's data.
+    """
+    from bastion.data.manifest import load_manifest
+    from bastion.errors import InputError
+
+    manifest = load_manifest(manifest_path)
+    entries = [f for f in manifest.files if f.path == path.name or f.path.endswith("/" + path.name)]
+    if not entries and len(manifest.files) == 1:
+        entries = list(manifest.files)
+    if len(entries) != 1:
+        raise InputError(f"--input-manifest {manifest_path}: it does not list {path.name}")
+    actual = identity.get("data_sha256") or file_digest(path)
+    if "sha256:" + entries[0].sha256 != actual:
+        raise InputError(f"--input-manifest {manifest_path}: {path} differs from the file it fingerprinted")
+    return {**identity, "data": "manifest-sha256:" + manifest.digest(), "input_manifest": str(manifest_path)}
 
 
 def file_digest(path: Path) -> str:

@@ -8,13 +8,16 @@ drop by more than the tolerance and no attack got more successful.
 from __future__ import annotations
 
 import importlib
+import math
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from bastion.data.audit.base import AuditData, IntArray
+from bastion.data.readers import one_line_reason
 from bastion.errors import UsageError
 
 BUILTIN_RECIPES = ("mlp", "logreg", "forest")
@@ -51,6 +54,8 @@ def make_estimator(recipe: str, seed: int) -> Any:
         raise UsageError(
             f"--recipe {recipe!r}: cannot build it ({exc}); use {', '.join(BUILTIN_RECIPES)} or module:Class"
         ) from None
+    except Exception as exc:  # the user's module runs arbitrary code at import and in __init__
+        raise UsageError(f"--recipe {recipe!r}: cannot build it ({_why(exc)})") from None
     if not (hasattr(estimator, "fit") and hasattr(estimator, "predict")):
         raise UsageError(f"--recipe {recipe!r}: {class_name} has no fit/predict")
     return estimator
@@ -78,6 +83,10 @@ class ValidationResult:
         return asdict(self)
 
 
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {one_line_reason(exc)}"
+
+
 def _fit(recipe: str, seed: int, features: Any, labels: IntArray) -> Any:
     from sklearn.exceptions import ConvergenceWarning
     from threadpoolctl import threadpool_limits
@@ -88,8 +97,39 @@ def _fit(recipe: str, seed: int, features: Any, labels: IntArray) -> Any:
     threads = 1 if recipe in BUILTIN_RECIPES else None
     with warnings.catch_warnings(), threadpool_limits(limits=threads):
         warnings.simplefilter("ignore", ConvergenceWarning)
-        estimator.fit(features, labels)
+        # The mlp recipe's fixed batch size is clipped on small data; that is expected, not news.
+        warnings.filterwarnings(
+            "ignore", message=r"Got `batch_size` less than 1 or larger than", category=UserWarning
+        )
+        try:
+            estimator.fit(features, labels)
+        except Exception as exc:  # a recipe (ours on odd data, or the user's) may raise anything
+            raise UsageError(f"--recipe {recipe!r}: fit failed ({_why(exc)})") from None
     return estimator
+
+
+def _predictor(recipe: str, estimator: Any) -> Callable[[Any], Any]:
+    """``estimator.predict`` that fails clearly on an exception or a prediction of the wrong shape."""
+
+    def predict(features: Any) -> Any:
+        try:
+            predicted = np.asarray(estimator.predict(features))
+        except Exception as exc:  # the user's code
+            raise UsageError(f"--recipe {recipe!r}: predict failed ({_why(exc)})") from None
+        # A scalar or a column would broadcast against the labels and score as if it were real.
+        expected = (len(features),)
+        if predicted.shape != expected:
+            raise UsageError(
+                f"--recipe {recipe!r}: predict returned shape {predicted.shape} for {len(features)} rows; "
+                f"expected {expected}"
+            )
+        return predicted
+
+    return predict
+
+
+def _accuracy(predict: Callable[[Any], Any], test_x: Any, test_y: IntArray) -> float:
+    return round(100 * float(np.mean(predict(test_x) == test_y)), 2)
 
 
 def _holdout_split(data: AuditData, seed: int) -> tuple[IntArray, IntArray]:
@@ -119,6 +159,8 @@ def validate_sanitization(
     seed: int = 0,
 ) -> ValidationResult:
     """Retrain ``recipe`` on the data as given and without ``removed_rows``; compare on held-out rows."""
+    if not math.isfinite(tolerance_points) or tolerance_points < 0:
+        raise UsageError(f"--tolerance {tolerance_points}: expected a finite number >= 0")
     removed = set(removed_rows)
     if holdout is None:
         train, held = _holdout_split(data, seed)
@@ -130,17 +172,20 @@ def validate_sanitization(
         where = holdout.path
     kept = np.array([i for i in train if i not in removed], dtype=np.int64)
     if len(np.unique(data.labels[kept])) < 2 or len(test_y) == 0:
-        raise UsageError("--validate: too few rows left to retrain and test; audit a larger dataset")
-    before = _fit(recipe, seed, data.features[train], data.labels[train])
-    after = _fit(recipe, seed, data.features[kept], data.labels[kept])
+        raise UsageError(
+            f"{data.path}: --validate: too few rows left to retrain and test "
+            f"({len(kept)} training rows after removal, {len(test_y)} held out); audit a larger dataset"
+        )
+    before = _predictor(recipe, _fit(recipe, seed, data.features[train], data.labels[train]))
+    after = _predictor(recipe, _fit(recipe, seed, data.features[kept], data.labels[kept]))
     result = ValidationResult(
         recipe=recipe,
         holdout=where,
         holdout_rows=len(test_y),
         train_rows_before=len(train),
         train_rows_after=len(kept),
-        accuracy_before=round(100 * float(np.mean(before.predict(test_x) == test_y)), 2),
-        accuracy_after=round(100 * float(np.mean(after.predict(test_x) == test_y)), 2),
+        accuracy_before=_accuracy(before, test_x, test_y),
+        accuracy_after=_accuracy(after, test_x, test_y),
         tolerance_points=tolerance_points,
     )
     if patterns:
@@ -152,8 +197,8 @@ def validate_sanitization(
 def _score_attacks(
     result: ValidationResult,
     patterns: list[dict[str, Any]],
-    before: Any,
-    after: Any,
+    before: Callable[[Any], Any],
+    after: Callable[[Any], Any],
     test_x: Any,
     test_y: Any,
 ) -> None:
@@ -163,10 +208,10 @@ def _score_attacks(
         pattern = TriggerPattern.from_json(spec)
         name = f"class {pattern.target_name}"
         result.attack_success_before[name] = round(
-            100 * attack_success_rate(before.predict, test_x, test_y, pattern), 2
+            100 * attack_success_rate(before, test_x, test_y, pattern), 2
         )
         result.attack_success_after[name] = round(
-            100 * attack_success_rate(after.predict, test_x, test_y, pattern), 2
+            100 * attack_success_rate(after, test_x, test_y, pattern), 2
         )
 
 
