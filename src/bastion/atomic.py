@@ -14,7 +14,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, private: bool = False) -> Non
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         if not private:
-            os.chmod(tmp, 0o666 & ~_umask())  # the mode a plain open() would have given
+            os.chmod(tmp, 0o666 & ~current_umask())  # the mode a plain open() would have given
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -30,7 +30,8 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it; there is no getter)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -29,6 +29,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from bastion.atomic import current_umask
 from bastion.data.audit.run import AuditResult, RowReport
 from bastion.data.readers import csv_records, one_line_reason
 from bastion.errors import InputError, UsageError
@@ -123,12 +124,6 @@ def check_outputs(path: Path, outputs: SanitizeOutputs, *, force: bool = False) 
             raise UsageError(f"{option} {target}: already exists; pass --force to replace it")
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 class Staging:
     """Temporary files next to their targets, renamed together on success and removed on failure."""
 
@@ -146,7 +141,7 @@ class Staging:
             raise InputError(f"{target}: cannot write it ({exc.strerror or exc})") from None
         self.pending.append((Path(tmp), target))
         # mkstemp makes the file 0600; outputs get the mode a plain open() would give, as atomic.py does.
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, 0o666 & ~current_umask())
         return os.fdopen(fd, mode)
 
     def temp_path(self, target: Path) -> Path:

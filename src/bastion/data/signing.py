@@ -13,6 +13,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from bastion.atomic import current_umask
 from bastion.data.manifest import Manifest, Signature
 from bastion.data.readers import printable
 from bastion.errors import InputError
@@ -169,7 +170,7 @@ def _stage(path: Path, data: bytes, private: bool) -> Path:
     tmp = Path(name)
     try:
         if not private:
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -191,9 +192,3 @@ def _link_new(tmp: Path, path: Path) -> None:
         if os.path.lexists(path):
             raise FileExistsError(errno.EEXIST, "File exists", str(path)) from None
         os.replace(tmp, path)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
