@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from bastion.data.audit.base import AuditData, IntArray
+from bastion.data.audit.representation import interrupts_not_swallowed
 from bastion.data.readers import one_line_reason
 from bastion.errors import UsageError
 
@@ -102,7 +103,8 @@ def _fit(recipe: str, seed: int, features: Any, labels: IntArray) -> Any:
             "ignore", message=r"Got `batch_size` less than 1 or larger than", category=UserWarning
         )
         try:
-            estimator.fit(features, labels)
+            with interrupts_not_swallowed():
+                estimator.fit(features, labels)
         except Exception as exc:  # a recipe (ours on odd data, or the user's) may raise anything
             raise UsageError(f"--recipe {recipe!r}: fit failed ({_why(exc)})") from None
     return estimator

@@ -178,10 +178,12 @@ def scan_paths(
     work = [(p, d, options) for p, d in files]
     results: Iterable[FileResult]
     if jobs > 1 and len(work) > 4:
-        from concurrent.futures import ProcessPoolExecutor  # only a directory scan pays for it
+        from bastion.workers import process_pool, stop_pool  # only a directory scan pays for a pool
 
         load_all()  # once in the parent, so forked workers share the imported scanners
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        pool = process_pool(jobs)
+        interrupted = False
+        try:
             results = list(
                 _with_progress(
                     pool.map(_scan_one, work, chunksize=max(1, min(16, len(work) // (jobs * 32)))),
@@ -189,6 +191,11 @@ def scan_paths(
                     progress,
                 )
             )
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        finally:
+            stop_pool(pool, interrupted)
     else:
         results = list(_with_progress(map(_scan_one, work), len(work), progress))
     for r in results:

@@ -10,6 +10,8 @@ is why the activations are read one layer below. scikit-learn's ``MLPClassifier`
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -43,8 +45,26 @@ def train_mlp(features: FloatArray, labels: IntArray, seed: int) -> Any:
         # One BLAS thread: these matrices are too small to gain from threads, and on a busy machine
         # oversubscribed threads made the fit six times slower.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(np.asarray(features, dtype=np.float64), np.asarray(labels))
+        with interrupts_not_swallowed():
+            model.fit(np.asarray(features, dtype=np.float64), np.asarray(labels))
     return model
+
+
+# What scikit-learn's MLP warns when it catches a Ctrl-C during fit and returns the half-trained model.
+_SWALLOWED_INTERRUPT = "Training interrupted by user"
+
+
+@contextmanager
+def interrupts_not_swallowed() -> Iterator[None]:
+    """Let Ctrl-C stop an MLP fit: scikit-learn catches it and goes on with a half-trained model."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=_SWALLOWED_INTERRUPT, category=UserWarning)
+        try:
+            yield
+        except UserWarning as exc:
+            if _SWALLOWED_INTERRUPT not in str(exc):
+                raise
+            raise KeyboardInterrupt from None
 
 
 def penultimate(model: Any, features: FloatArray) -> FloatArray:

@@ -54,6 +54,7 @@ from bastion.data.readers import one_line_reason
 from bastion.errors import InputError, UsageError
 from bastion.findings import Finding, Location, Severity, sort_findings
 from bastion.rules import get_rule
+from bastion.workers import process_pool, stop_pool
 
 UInt64Array = npt.NDArray[np.uint64]
 
@@ -959,13 +960,13 @@ class _Backend:
             import multiprocessing
 
             # "spawn": the parent runs pyarrow and OpenMP thread pools, which fork does not copy safely.
-            context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+            self._pool = process_pool(self.workers, multiprocessing.get_context("spawn"))
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            # On Ctrl-C the chunks in flight are not waited for: their results would be thrown away.
+            stop_pool(self._pool, interrupted=kind is not None and issubclass(kind, KeyboardInterrupt))
         if self._started_ray:
             self._ray.shutdown()
 
