@@ -150,6 +150,20 @@ def test_bad_inputs(registry: Registry, tmp_path: Path) -> None:
     assert [r.version for r in registry.list_versions("m")] == [1]
 
 
+def test_edited_unsigned_manifest_is_refused(registry: Registry, tmp_path: Path) -> None:
+    _, manifest = make_dataset(tmp_path / "d")
+    doc = json.loads(manifest.read_text("utf-8"))
+    [entry] = [f for f in doc["files"] if f.get("row_hashes")]
+    # A row hash edited without its file's sha256 or the roots: only recomputing the roots can tell.
+    entry["row_hashes"][0] = "0" * 64
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(doc), "utf-8")
+    with pytest.raises(InputError, match=r"edited\.json: .*row_root is not the Merkle root"):
+        registry.add("m", make_model(tmp_path / "m"), actor="a", datasets=[edited])
+    # Nothing was registered: the first version is the one with the intact manifest.
+    assert registry.add("m", make_model(tmp_path / "m2"), actor="a", datasets=[manifest]).version == 1
+
+
 def test_audit_report_attaches_to_its_dataset(registry: Registry, tmp_path: Path) -> None:
     from bastion.cli.main import main
 

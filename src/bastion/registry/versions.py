@@ -204,11 +204,12 @@ def audit_summary(report: Mapping[str, Any], digest: str) -> dict[str, Any]:
 
 def load_dataset_ref(manifest_path: Path, audits: Mapping[str, dict[str, Any]]) -> DatasetRef:
     """A manifest file as a dataset reference, with its signature checked and any audit attached."""
-    from bastion.data.manifest import load_manifest
+    from bastion.data.manifest import load_manifest, manifest_problem
     from bastion.data.signing import verify_manifest_signature
 
     manifest = load_manifest(manifest_path)
-    problem = verify_manifest_signature(manifest)
+    # An unsigned manifest can be edited; one that contradicts itself must not become a version's lineage.
+    problem = verify_manifest_signature(manifest) or manifest_problem(manifest)
     if problem:
         raise InputError(f"{manifest_path}: {problem}")
     digest = "manifest-sha256:" + manifest.digest()
