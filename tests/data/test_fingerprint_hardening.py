@@ -268,6 +268,20 @@ def test_big_integers_in_parquet_are_hashed(tmp_path: Path) -> None:
     )
 
 
+def test_parquet_times_differing_by_nanoseconds_hash_apart(tmp_path: Path) -> None:
+    path = tmp_path / "times.parquet"
+    nanos = [3_723_000_000_001, 3_723_000_000_002, 3_723_000_001_000, 3_723_000_000_000]
+    pq.write_table(pa.table({"t": pa.array(nanos, pa.time64("ns"))}), path)
+    entry = build_manifest(path).files[0]
+    # Whole microseconds keep the datetime.time form earlier manifests hold; the rest get nine digits.
+    assert entry.row_hashes == (
+        sha(b'{"t":"01:02:03.000000001"}'),
+        sha(b'{"t":"01:02:03.000000002"}'),
+        sha(b'{"t":"01:02:03.000001"}'),
+        sha(b'{"t":"01:02:03"}'),
+    )
+
+
 # 6. A quote inside an unquoted CSV field merged rows or refused the file.
 
 

@@ -417,12 +417,44 @@ def parquet_rows(path: Path) -> RowStream:
     def rows() -> Iterator[bytes]:
         try:
             for batch in pfile.iter_batches(batch_size=PARQUET_BATCH_ROWS):
-                for row in batch.to_pylist():
+                exact = _nanosecond_times(batch)
+                for index, row in enumerate(batch.to_pylist()):
+                    for name, texts in exact.items():
+                        if texts[index] is not None:
+                            row[name] = texts[index]
                     yield canonical_json(_jsonable(row))
         except Exception as exc:  # pyarrow's ArrowException family; nothing here raises InputError
             raise InputError(f"{path}: unreadable Parquet data ({one_line_reason(exc)})") from None
 
     return RowStream(rows(), schema)
+
+
+NANOS_PER_SECOND = 1_000_000_000
+
+
+def _nanosecond_times(batch: Any) -> dict[str, list[str | None]]:
+    """Exact text of each top-level time64[ns] value with digits below the microsecond, by column.
+
+    ``to_pylist`` turns such a value into a ``datetime.time``, which stops at microseconds, so two rows
+    differing by nanoseconds hashed alike. Values with whole microseconds keep ``time.isoformat``'s form,
+    the form manifests already hold for them; the others get nine fractional digits.
+    """
+    import pyarrow as pa
+
+    exact: dict[str, list[str | None]] = {}
+    for column_field, column in zip(batch.schema, batch.columns, strict=True):
+        if column_field.type != pa.time64("ns"):
+            continue
+        texts: list[str | None] = []
+        for nanos in column.cast(pa.int64()).to_pylist():
+            if nanos is None or nanos % 1000 == 0:
+                texts.append(None)
+                continue
+            seconds, fraction = divmod(nanos, NANOS_PER_SECOND)
+            minutes, second = divmod(seconds, 60)
+            texts.append(f"{minutes // 60:02d}:{minutes % 60:02d}:{second:02d}.{fraction:09d}")
+        exact[column_field.name] = texts
+    return exact
 
 
 def _array_schema(array: Any) -> dict[str, Any]:
