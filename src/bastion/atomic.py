@@ -1,4 +1,4 @@
-"""Atomic file writes: a temporary file in the same directory, fsync, then a rename."""
+"""Safe file writes: atomic (temporary file, fsync, rename), and a check that two paths are one file."""
 
 from __future__ import annotations
 
@@ -35,3 +35,13 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: through symlinks and ``..``, and hard links to an existing file."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

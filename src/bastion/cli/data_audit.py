@@ -231,6 +231,24 @@ def _write(path: Path | None, text: str) -> None:
             raise InputError(f"{path}: cannot write the report ({exc.strerror or exc})") from None
 
 
+def _check_report_path(output: Path, inputs: list[Path | None]) -> None:
+    """Refuse, before the audit, a report path that cannot be written or would replace an input.
+
+    A streamed audit of a large file runs for a long time before the report is written: a missing
+    directory found only then wastes the run, and ``-o DATA`` replaced the audited data with its report.
+    """
+    from bastion.atomic import same_file
+
+    for source in inputs:
+        if source is not None and same_file(output, source):
+            raise UsageError(f"--output {output}: would overwrite the input {source}")
+    parent = output.parent if str(output.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{output}: cannot write the report (directory {parent} does not exist)")
+    if output.is_dir():
+        raise InputError(f"{output}: cannot write the report (it is a directory)")
+
+
 def _data_subject(lineage: dict[str, Any]) -> str:
     consumed = lineage["consumed"]
     return str(consumed.get("data_root") or consumed["data"])
@@ -255,6 +273,8 @@ def run_audit_command(args: argparse.Namespace) -> int:
     """Audit the data and report every flagged row; exit 1 when a finding reaches --fail-on."""
     from bastion.data.audit.report import RENDERERS
 
+    if args.output is not None:
+        _check_report_path(args.output, [args.path, args.reference])
     result, data, lineage = _audit(args)
     ignored = data.ignored_columns if data is not None else []
     # The event first: a store that cannot be written (a bad --db) then fails the run before any report

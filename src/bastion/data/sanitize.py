@@ -29,7 +29,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from bastion.atomic import current_umask
+from bastion.atomic import current_umask, same_file
 from bastion.data.audit.run import AuditResult, RowReport
 from bastion.data.readers import csv_records, one_line_reason
 from bastion.errors import InputError, UsageError
@@ -74,16 +74,6 @@ class SanitizeOutputs:
         return [(f.name, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None]
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    # resolve() sees through symlinks and `..`; samefile also catches hard links to an existing file.
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def check_outputs(path: Path, outputs: SanitizeOutputs, *, force: bool = False) -> None:
     """Refuse, before any work, outputs that would clobber the input, each other, or an existing file.
 
@@ -102,11 +92,11 @@ def check_outputs(path: Path, outputs: SanitizeOutputs, *, force: bool = False) 
             raise UsageError(
                 f"{option} {target}: must end in {path.suffix} like the input (it is written as {suffix[1:]})"
             )
-        if _same_file(target, path):
+        if same_file(target, path):
             raise UsageError(f"{option} {target}: an output would overwrite the input {path}")
     for i, (role, target) in enumerate(named):
         for other_role, other in named[i + 1 :]:
-            if _same_file(target, other):
+            if same_file(target, other):
                 raise UsageError(
                     f"{OUTPUT_OPTIONS[role]} and {OUTPUT_OPTIONS[other_role]} are the same file {target}; "
                     "give each output its own path"
@@ -384,7 +374,7 @@ def split_dataset(path: Path, removed: list[RowReport], staging: Staging, output
     if splitter is None:
         raise InputError(f"{path}: sanitize writes {', '.join(SPLITTERS)} files, not {path.suffix or 'this'}")
     for role, target in outputs.named():
-        if _same_file(target, path):
+        if same_file(target, path):
             raise InputError(f"{OUTPUT_OPTIONS[role]} {target}: an output would overwrite the input {path}")
     try:
         splitter(path, {r.row: r for r in removed}, staging, outputs)

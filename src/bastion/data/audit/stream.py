@@ -25,7 +25,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -86,33 +86,90 @@ MIN_CLASS_SAMPLE = label_channel.MIN_CLASS_ROWS
 # CSV blocks; pyarrow infers the column types from the first block, so a larger block sees more values, but
 # its reader keeps several blocks in flight: 16 MB blocks held 550 MB resident on a 400 MB file, 4 MB 260 MB.
 CSV_BLOCK_BYTES = 4 << 20
+# A row longer than a block is read again with blocks four times larger, up to this size (a file of NUL
+# bytes, or one without line ends, is not a table and must not take the reader's memory with it).
+MAX_CSV_BLOCK_BYTES = 64 << 20
 # Chunks queued per worker: one running and one waiting keeps workers busy and bounds the memory in flight.
 IN_FLIGHT_PER_WORKER = 2
 DEFAULT_CHUNK_ROWS = 50_000
 CHECK = "confident-learning-streamed"
 
 _CSV_COLUMN = re.compile(r"In CSV column #(\d+)")
+_INVALID_VALUE = re.compile(r"invalid value '(.*)'$")
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Reading: fixed-size chunks of a CSV or Parquet file, every failure a one-line InputError.
 
 
-def _csv_error(path: Path, exc: BaseException, names: list[str] | None) -> InputError:
+@dataclass(frozen=True, slots=True)
+class CsvRead:
+    """How a CSV is read: the columns whose type is wider than pyarrow's first-block guess, the block size."""
+
+    column_types: tuple[tuple[str, Any], ...] = ()
+    block_bytes: int = CSV_BLOCK_BYTES
+
+
+class _ReadAgain(InputError):
+    """A CSV pass must start over with ``read``: a later block did not fit what the first block set."""
+
+    def __init__(self, message: str, read: CsvRead) -> None:
+        super().__init__(message)
+        self.read = read
+
+
+def _wider(kind: Any, value: str) -> Any:
+    """The next type up for a CSV column of type ``kind`` that failed on ``value``; None at the top."""
+    import pyarrow as pa
+
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return None
+    if pa.types.is_null(kind) or pa.types.is_integer(kind):
+        try:
+            float(value)
+        except ValueError:
+            return pa.string()
+        return pa.float64()
+    return pa.string()  # bool, float, dates: the in-memory reader keeps such a column as text
+
+
+def _csv_error(path: Path, exc: BaseException, schema: Any, read: CsvRead) -> InputError:
     reason = one_line_reason(exc)
-    match = _CSV_COLUMN.search(reason)
-    if match and names is not None and int(match.group(1)) < len(names):
-        column = names[int(match.group(1))]
-        if "conversion error" in reason:
-            return InputError(
-                f"{path}: column {column!r} mixes types (numbers earlier in the file, then: "
-                f"{reason.split(':')[-1].strip()}); fix the value or cast the column"
+    if "straddl" in reason:
+        if read.block_bytes < MAX_CSV_BLOCK_BYTES:
+            return _ReadAgain(
+                f"{path}: cannot read it as a table: {reason}",
+                CsvRead(read.column_types, read.block_bytes * 4),
             )
+        return InputError(
+            f"{path}: a row is longer than {MAX_CSV_BLOCK_BYTES >> 20} MB (or has no line end); "
+            "is it a table?"
+        )
+    match = _CSV_COLUMN.search(reason)
+    if match and schema is not None and int(match.group(1)) < len(schema.names):
+        index = int(match.group(1))
+        column = schema.names[index]
+        if "conversion error" in reason:
+            message = (
+                f"{path}: column {column!r} changed type between reads of the file "
+                f"({reason.split(':')[-1].strip()}); was it modified during the audit?"
+            )
+            # pyarrow typed the column from the first block only, where the in-memory reader sees all of it:
+            # an integer column that turns decimal, or one empty at first, is a valid table. The pass starts
+            # over with the column one type wider (null or integer, then float, then text), so that every
+            # chunk of both passes has the same types; a number column with a stray word ends as text, which
+            # the encoder then refuses with the word's row, as in memory.
+            value = _INVALID_VALUE.search(reason)
+            wider = _wider(schema.field(index).type, value.group(1) if value else "")
+            if wider is None:
+                return InputError(message)
+            types = (*((n, t) for n, t in read.column_types if n != column), (column, wider))
+            return _ReadAgain(message, CsvRead(types, read.block_bytes))
         return InputError(f"{path}: column {column!r}: {reason}")
     return InputError(f"{path}: cannot read it as a table: {reason}")
 
 
-def _batches(path: Path) -> Iterator[Any]:
+def _batches(path: Path, read: CsvRead) -> Iterator[Any]:
     """Record batches of ``path`` as pyarrow reads them."""
     import pyarrow as pa
 
@@ -129,20 +186,43 @@ def _batches(path: Path) -> Iterator[Any]:
     import pyarrow.csv as pacsv
 
     delimiter = "\t" if suffix == ".tsv" else ","
-    names: list[str] | None = None
+    schema = None
     try:
         reader = pacsv.open_csv(
             path,
-            read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter),
+            read_options=pacsv.ReadOptions(block_size=read.block_bytes),
+            # A quoted value may hold line ends (pandas reads them); without this pyarrow splits blocks
+            # inside such a value and fails. It cost no measurable time on a 150 MB file.
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            # "NA", "null", "NaN" and the like are missing in text columns too, as pandas reads them; else
+            # a label "NA" became a class of its own where the in-memory audit refuses the blank label.
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict(read.column_types), strings_can_be_null=True
+            ),
         )
-        names = list(reader.schema.names)
+        schema = reader.schema
         yield from reader
     except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise _csv_error(path, exc, names) from None
+        raise _csv_error(path, exc, schema, read) from None
 
 
-def iter_chunks(path: Path, chunk_rows: int) -> Iterator[Any]:
+T = TypeVar("T")
+
+
+def read_until_stable(attempt: Callable[[CsvRead], T]) -> T:
+    """``attempt(read)`` from the default CsvRead, again with a wider one each time a pass asks for it.
+
+    Every retry widens one column a step or grows the block, so the loop ends.
+    """
+    read = CsvRead(block_bytes=CSV_BLOCK_BYTES)  # read at call time: tests shrink the blocks
+    while True:
+        try:
+            return attempt(read)
+        except _ReadAgain as again:
+            read = again.read
+
+
+def iter_chunks(path: Path, chunk_rows: int, read: CsvRead | None = None) -> Iterator[Any]:
     """``pyarrow.Table`` chunks of exactly ``chunk_rows`` rows (the last one shorter), in file order."""
     import pyarrow as pa
 
@@ -150,7 +230,7 @@ def iter_chunks(path: Path, chunk_rows: int) -> Iterator[Any]:
         raise UsageError(f"chunk_rows must be at least 1 (got {chunk_rows})")
     buffered: list[Any] = []
     count = 0
-    for batch in _batches(path):
+    for batch in _batches(path, read or CsvRead(block_bytes=CSV_BLOCK_BYTES)):
         buffered.append(batch)
         count += batch.num_rows
         while count >= chunk_rows:
@@ -170,6 +250,15 @@ def _check_path(path: Path) -> None:
         raise InputError(f"{path}: streaming needs a .csv, .tsv or .parquet file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: the file is empty")
+
+
+def _file_state(path: Path) -> tuple[int, int, int, int]:
+    """What tells a rewritten file from the one read before: its identity, size and modification time."""
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _check_columns(path: Path, names: list[str], label: str, source_column: str | None) -> None:
@@ -233,7 +322,11 @@ def _label_strings(table: Any, label: str, path: Path, offset: int) -> npt.NDArr
 
     column = table.column(label)
     _check_text(column, label)
-    strings = pc.cast(column, pa.string())
+    if pa.types.is_boolean(column.type):
+        # pyarrow writes "true"/"false"; pandas, and so the in-memory audit, names the classes as Python does.
+        strings = pc.if_else(column, "True", "False")
+    else:
+        strings = pc.cast(column, pa.string())
     # Missing, NaN and blank text are all "no label".
     blank = pc.fill_null(
         pc.or_(pc.equal(pc.utf8_trim_whitespace(strings), ""), pc.equal(strings, "nan")), True
@@ -308,10 +401,26 @@ class _FirstPass:
     labels: npt.NDArray[np.int32]  # first-seen codes
     sources: npt.NDArray[np.int32] | None
     sample: _Reservoir
+    read: CsvRead  # the types every block fits, for pass 2
 
 
 def _first_pass(
     path: Path, label: str, source_column: str | None, chunk_rows: int, seed: int, sample_rows: int
+) -> _FirstPass:
+    """Pass 1, started over whenever a later CSV block does not fit the types the first one set."""
+    return read_until_stable(
+        lambda read: _first_pass_with(read, path, label, source_column, chunk_rows, seed, sample_rows)
+    )
+
+
+def _first_pass_with(
+    read: CsvRead,
+    path: Path,
+    label: str,
+    source_column: str | None,
+    chunk_rows: int,
+    seed: int,
+    sample_rows: int,
 ) -> _FirstPass:
     from bastion.data.audit.integrity import frame_row_hashes
 
@@ -325,7 +434,7 @@ def _first_pass(
     offset = 0
     feature_columns: list[str] = []
     label_is_numeric = False
-    for table in iter_chunks(path, chunk_rows):
+    for table in iter_chunks(path, chunk_rows, read):
         if offset == 0:
             names = [str(n) for n in table.column_names]
             _check_columns(path, names, label, source_column)
@@ -361,6 +470,7 @@ def _first_pass(
         labels=np.concatenate(labels),
         sources=np.concatenate(sources) if sources else None,
         sample=sample,
+        read=read,
     )
 
 
@@ -565,7 +675,9 @@ def _fit_state(
     sample = first.sample
     assert sample.frame is not None  # _first_pass raises on an empty file
     try:
-        encoder = TableEncoder.fit(sample.frame)
+        # Indexed by their rows in the file (the sample keeps file order), so that a value the encoder
+        # refuses is named by its row in the file, not its place in the sample.
+        encoder = TableEncoder.fit(sample.frame.set_axis(pd.Index(sample.rows)))
         x = encoder.transform(sample.frame)
     except InputError as exc:
         raise named(path, exc) from None
@@ -748,9 +860,17 @@ def _reference_sample(
 ) -> pd.DataFrame:
     """A uniform sample of the reference's feature columns (the label and source are not compared)."""
     _check_path(path)
+    return read_until_stable(
+        lambda read: _reference_sample_with(read, path, label, source_column, chunk_rows, seed)
+    )
+
+
+def _reference_sample_with(
+    read: CsvRead, path: Path, label: str, source_column: str | None, chunk_rows: int, seed: int
+) -> pd.DataFrame:
     sample = _Reservoir(REFERENCE_ROWS, seed + 1)
     offset = 0
-    for table in iter_chunks(path, chunk_rows):
+    for table in iter_chunks(path, chunk_rows, read):
         if offset == 0:
             check_unique_columns(path, [str(n) for n in table.column_names])
         drop = tuple(c for c in (label, source_column) if c is not None and c in table.column_names)
@@ -916,9 +1036,14 @@ def _score_named(state: ChunkState, table: Any, offset: int) -> ChunkResult:
         (LABEL in state.channels and state.label_model is not None)
         or (OUTLIER in state.channels and state.outlier_model is not None)
         or bool(state.carrier_rules)
+        # A column the sample found numeric but read as text (a later block held a word): encoding checks
+        # its values, which the integrity channel alone would otherwise take as they are, word and all.
+        or not all(pd.api.types.is_numeric_dtype(frame[column]) for column in state.encoder.numeric)
     )
     if need_x:
-        x = state.encoder.transform(frame)
+        # Indexed by the rows' place in the file for this call only (row hashes and drift counts read the
+        # frame by position from 0): the encoder names a value it refuses by its index.
+        x = state.encoder.transform(frame.set_axis(pd.RangeIndex(offset, offset + len(frame))))
         carried = _backdoor_flags(state, x, labels, offset, result)
         if LABEL in state.channels and state.label_model is not None:
             _label_flags(state, x, labels, offset, result, carried)
@@ -1188,6 +1313,7 @@ def stream_audit(
     started = time.perf_counter()
     path = Path(path)
     _check_path(path)
+    before = _file_state(path)
     first = _first_pass(path, label, source_column, chunk_rows, options.seed, sample_rows)
     classes, remap = _sorted_classes(first.class_index, first.label_is_numeric)
     if len(classes) < 2:
@@ -1203,7 +1329,9 @@ def stream_audit(
         state, info = _fit_state(
             path, label, source_column, first, classes, remap, reference, options, chunk_rows, runner
         )
-        chunks = ((table, i * chunk_rows) for i, table in enumerate(iter_chunks(path, chunk_rows)))
+        chunks = (
+            (table, i * chunk_rows) for i, table in enumerate(iter_chunks(path, chunk_rows, first.read))
+        )
         for part in runner.map_chunks(state, chunks):
             seen += part.n_rows
             for flag in part.flags:
@@ -1216,6 +1344,9 @@ def stream_audit(
                 drift_counts[column] = drift_counts[column] + counts if column in drift_counts else counts
     if seen != first.n_rows:
         raise InputError(f"{path}: the file changed while it was audited ({first.n_rows} then {seen} rows)")
+    if _file_state(path) != before:
+        # Rewritten in place with as many rows: pass 2 scored other rows than pass 1 hashed and sampled.
+        raise InputError(f"{path}: the file changed while it was audited; audit it again once it is written")
     result = AuditResult(path=str(path), kind="tabular", n_rows=first.n_rows, classes=list(classes))
     all_flags: list[RowFlag] = []
     for name in options.channels:
