@@ -220,3 +220,17 @@ def test_report_in_a_missing_directory_is_refused_before_the_audit(
     assert len(err.splitlines()) == 1
     assert "does not exist" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]
+
+
+def test_local_workers_are_capped_at_the_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "d.csv"
+    _table().to_csv(path, index=False)
+
+    def no_pool(*args: object) -> None:
+        raise AssertionError("a process pool was started on a one-core machine")
+
+    monkeypatch.setattr(stream, "available_cores", lambda: 1)
+    monkeypatch.setattr(stream, "process_pool", no_pool)
+    # Eight workers asked for on one core: the chunks run here, as with workers=1.
+    result = stream_audit(path, "label", options=FAST, chunk_rows=CHUNK, workers=8)
+    assert result.n_rows == ROWS
