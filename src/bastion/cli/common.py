@@ -49,6 +49,14 @@ def count_arg(text: str) -> int:
     return value
 
 
+def seed_arg(text: str) -> int:
+    """argparse type for a random seed: 0 to 2**32 - 1, the range NumPy and scikit-learn accept."""
+    value = count_arg(text)
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f"expected a seed below 2**32, got {value}")
+    return value
+
+
 def wants_color(stream: TextIO) -> bool:
     """Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org)."""
     if os.environ.get("NO_COLOR", ""):

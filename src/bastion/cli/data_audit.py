@@ -9,12 +9,12 @@ import math
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bastion.cli.common import add_event_options, count_arg, note, severity_arg
+from bastion.cli.common import add_event_options, count_arg, note, seed_arg, severity_arg
 from bastion.cli.registry import record_event
 from bastion.errors import InputError, UsageError
 from bastion.findings import Severity
@@ -88,14 +88,19 @@ def _add_audit_options(cmd: argparse.ArgumentParser) -> None:
         metavar="LIST",
         help="comma-separated subset of label,backdoor,outlier,integrity (default: all)",
     )
-    cmd.add_argument("--seed", type=count_arg, default=0, help="random seed (default 0)")
+    cmd.add_argument("--seed", type=seed_arg, default=0, help="random seed (default 0)")
     cmd.add_argument(
         "--stream",
         action="store_true",
         help="audit in chunks with bounded memory (automatic above BASTION_AUDIT_IN_MEMORY_BYTES)",
     )
     cmd.add_argument("--chunk-rows", type=count_arg, default=100_000, help="rows per chunk when streaming")
-    cmd.add_argument("--workers", type=count_arg, default=2, help="processes when streaming (default 2)")
+    cmd.add_argument(
+        "--workers",
+        type=count_arg,
+        default=2,
+        help="processes when streaming (default 2, at most one per core)",
+    )
     cmd.add_argument("--backend", choices=("local", "ray"), default="local", help="where chunks run")
 
 
@@ -166,8 +171,14 @@ def _options(args: argparse.Namespace) -> AuditOptions:
     return AuditOptions(seed=args.seed, channels=args.channels)
 
 
-def _audit(args: argparse.Namespace) -> tuple[AuditResult, AuditData | None, dict[str, Any]]:
-    """Load or stream the data, run the channels, and build the audit's lineage record."""
+def _audit(
+    args: argparse.Namespace, loaded: Callable[[AuditData], None] | None = None
+) -> tuple[AuditResult, AuditData | None, dict[str, Any]]:
+    """Load or stream the data, run the channels, and build the audit's lineage record.
+
+    ``loaded`` is called with the data once it is in memory, before the channels run: what depends on the
+    data's encoding (a --holdout) is refused there rather than after a long audit.
+    """
     from bastion.data.audit.load import load_dataset, load_reference, should_stream
     from bastion.data.audit.run import run_audit
     from bastion.data.lineage import dataset_digest, dataset_identity, lineage_record
@@ -201,6 +212,8 @@ def _audit(args: argparse.Namespace) -> tuple[AuditResult, AuditData | None, dic
         consumed.update(dataset_identity(path))
     else:
         data = load_dataset(path, args.label, source_column=args.source_column, text_column=args.text_column)
+        if loaded is not None:
+            loaded(data)
         reference = None
         if args.reference is not None:
             reference = load_reference(
@@ -372,13 +385,19 @@ def _run_sanitize(args: argparse.Namespace) -> int:
     outputs = _sanitize_outputs(args)
     from_manifest = _check_sanitize_request(args, outputs)
     key = load_private_key(args.sign_key) if args.sign_key else None  # a bad key fails before the work
-    result, data, audit_lineage = _audit(args)
+    holdouts: list[AuditData] = []
+
+    def load_holdout(data: AuditData) -> None:
+        holdouts.append(_load_holdout(args, data))
+
+    wants_holdout = args.validate and args.holdout is not None
+    result, data, audit_lineage = _audit(args, load_holdout if wants_holdout else None)
     audit_lineage["consumed"].update(from_manifest)
     ignored = data.ignored_columns if data is not None else []
     report_text = render_json(result, label=args.label, lineage=audit_lineage, ignored_columns=ignored)
     validation = None
     if args.validate:
-        validation = _validate(args, result, data)
+        validation = _validate(args, result, data, holdouts[0] if holdouts else None)
     summary: dict[str, Any] = {
         "input": str(args.path),
         "rows": result.n_rows,
@@ -445,22 +464,30 @@ def _run_sanitize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _validate(args: argparse.Namespace, result: AuditResult, data: AuditData | None) -> Any:
+def _load_holdout(args: argparse.Namespace, data: AuditData) -> AuditData:
+    """The --holdout encoded like ``data`` and checked for use (not the training rows again)."""
     from bastion.data.audit.load import load_companion
+    from bastion.data.validate import check_holdout
+
+    try:
+        holdout = load_companion(args.holdout, data, args.label, text_column=args.text_column)
+    except InputError as exc:
+        message = exc.diagnostics()
+        # Some loader messages name only a column; say which file it is in.
+        if str(args.holdout) not in message:
+            message = f"--holdout {args.holdout}: {message}"
+        raise InputError(message) from None
+    check_holdout(data, holdout)
+    return holdout
+
+
+def _validate(
+    args: argparse.Namespace, result: AuditResult, data: AuditData | None, holdout: AuditData | None
+) -> Any:
     from bastion.data.validate import validate_sanitization
 
     if data is None:
         raise UsageError("--validate retrains on the data, which needs it in memory; drop --stream")
-    holdout = None
-    if args.holdout is not None:
-        try:
-            holdout = load_companion(args.holdout, data, args.label, text_column=args.text_column)
-        except InputError as exc:
-            message = exc.diagnostics()
-            # Some loader messages name only a column; say which file it is in.
-            if str(args.holdout) not in message:
-                message = f"--holdout {args.holdout}: {message}"
-            raise InputError(message) from None
     backdoor = result.channels.get("backdoor")
     patterns = list(backdoor.summary.get("patterns", [])) if backdoor is not None else []
     return validate_sanitization(

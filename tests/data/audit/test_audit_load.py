@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from bastion.data.audit.encode import OTHER, TableEncoder
@@ -147,3 +149,33 @@ def test_identifier_columns_are_ignored(tmp_path: Path) -> None:
     assert data.ignored_columns == ["rownames", "customer"]
     assert data.feature_names == ["amount"]
     assert list(data.frame.columns) == ["amount"]
+
+
+@pytest.mark.parametrize(
+    ("label_type", "values", "classes"),
+    [
+        # Dictionary-encoded strings load as a categorical in the order the writer met them: 'pos' first.
+        (pa.dictionary(pa.int8(), pa.string()), ["pos", "neg", "pos", "neg"], ["neg", "pos"]),
+        (pa.float64(), [1.0, 0.0, 1.0, 0.0], ["0", "1"]),
+    ],
+)
+def test_parquet_label_classes_match_the_streamed_audit(
+    tmp_path: Path, label_type: pa.DataType, values: list[object], classes: list[str]
+) -> None:
+    from bastion.data.audit.base import INTEGRITY, AuditOptions
+    from bastion.data.audit.stream import stream_audit
+
+    rows = 40
+    table = pa.table(
+        {
+            "a": pa.array(np.arange(rows, dtype=np.float64)),
+            "label": pa.array(values * (rows // len(values))).cast(label_type),
+        }
+    )
+    path = tmp_path / "d.parquet"
+    pq.write_table(table, path)
+    in_memory = load_dataset(path, "label")
+    assert in_memory.classes == classes
+    assert [in_memory.classes[c] for c in in_memory.labels[:2]] == classes[::-1]
+    streamed = stream_audit(path, "label", options=AuditOptions(channels=(INTEGRITY,)), workers=1)
+    assert streamed.classes == classes

@@ -94,6 +94,14 @@ def named(path: Path | str, exc: InputError) -> InputError:
     return InputError(f"{path}: {message}")
 
 
+def _class_name(value: Any) -> str:
+    # A whole float is named without its ".0", as the streamed audit (pyarrow's cast to text) names it, so
+    # a 0.0/1.0 label column gets the same classes either way.
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def encode_labels(values: pd.Series | np.ndarray[Any, Any], what: str) -> tuple[IntArray, list[str]]:
     """Integer codes and class names (sorted) for a label column; InputError on blanks or a single class."""
     series = pd.Series(values)
@@ -101,8 +109,12 @@ def encode_labels(values: pd.Series | np.ndarray[Any, Any], what: str) -> tuple[
     if blank.any():
         first = int(np.flatnonzero(blank)[0])
         raise InputError(f"{what} is empty on {int(blank.sum())} rows (first: row {first})")
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        # A dictionary-encoded Parquet column arrives categorical, and factorize would keep the categories'
+        # own order (the order the writer met them) where every other label column gets sorted classes.
+        series = series.astype(series.cat.categories.dtype)
     codes, uniques = pd.factorize(series, sort=True)
-    classes = [str(v) for v in uniques]
+    classes = [_class_name(v) for v in uniques]
     if len(classes) < 2:
         only = classes[0] if classes else "nothing"
         raise InputError(f"{what} has a single class ({only!r}); an audit needs at least two")
@@ -305,9 +317,19 @@ def load_companion(
         frame = read_table(path)
         features_frame, label_values, sources = _split_columns(frame, label, source_column, str(path))
         features_frame = features_frame.drop(columns=[c for c in like.ignored_columns if c in features_frame])
+        blank = label_values.isna().to_numpy()
+        if blank.any():
+            # Checked here as for the data: a blank label would otherwise read as an unknown class "<NA>".
+            first = int(np.flatnonzero(blank)[0])
+            raise InputError(
+                f"{path}: label column {label!r} is empty on {int(blank.sum())} rows (first: row {first})"
+            )
         frame_labels = label_values.astype("string").to_numpy(dtype=object)
         if like.kind == "text" and text_column is not None:
             from bastion.data.audit.embed import embed_texts
+
+            if text_column not in features_frame:
+                raise InputError(f"{path}: no text column {text_column!r}, which {like.path} has")
 
             texts = features_frame[text_column].astype("string").fillna("").tolist()
             matrix = embed_texts(texts)
