@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import filecmp
 import importlib
+import io
 import math
 import sys
 import warnings
@@ -32,10 +33,19 @@ HOLDOUT_OVERLAP_MAX = 0.5
 
 
 @contextmanager
-def _recipe_output_to_stderr() -> Iterator[None]:
-    """Send what a recipe prints to stderr: stdout carries the summary, and ``--format json`` must parse."""
-    with redirect_stdout(sys.stderr):
-        yield
+def _recipe_io() -> Iterator[None]:
+    """Send what a recipe prints to stderr and give it no input: it runs unattended, mid-pipeline.
+
+    stdout carries the summary, and ``--format json`` must parse; a recipe that asks for input would wait
+    at a terminal forever, so its read ends at once (EOFError, reported as the recipe's failure).
+    """
+    stdin = sys.stdin
+    sys.stdin = io.StringIO()
+    try:
+        with redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdin = stdin
 
 
 def make_estimator(recipe: str, seed: int) -> Any:
@@ -67,7 +77,7 @@ def make_estimator(recipe: str, seed: int) -> Any:
         )
     module_name, _, class_name = recipe.replace(":", ".").rpartition(".")
     try:
-        with _recipe_output_to_stderr():
+        with _recipe_io():
             cls = getattr(importlib.import_module(module_name), class_name)
             estimator = cls()
     except (ImportError, AttributeError, ValueError, TypeError) as exc:
@@ -125,7 +135,7 @@ def _fit(recipe: str, seed: int, features: Any, labels: IntArray) -> Any:
             "ignore", message=r"Got `batch_size` less than 1 or larger than", category=UserWarning
         )
         try:
-            with interrupts_not_swallowed(), _recipe_output_to_stderr():
+            with interrupts_not_swallowed(), _recipe_io():
                 estimator.fit(features, labels)
         except KeyboardInterrupt:
             raise
@@ -140,7 +150,7 @@ def _predictor(recipe: str, estimator: Any, n_classes: int) -> Callable[[Any], I
 
     def predict(features: Any) -> IntArray:
         try:
-            with _recipe_output_to_stderr():
+            with _recipe_io():
                 # A copy: a predict that scaled its input in place changed the next model's test rows.
                 predicted = np.asarray(estimator.predict(np.array(features, copy=True)))
         except KeyboardInterrupt:

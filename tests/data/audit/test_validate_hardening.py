@@ -95,6 +95,12 @@ class GeneratorExitInFit(Base):
         raise GeneratorExit
 
 
+class AsksInFit(Base):
+    def fit(self, X, y):
+        input("continue? ")
+        return super().fit(X, y)
+
+
 class Interrupted(Base):
     def fit(self, X, y):
         raise KeyboardInterrupt
@@ -191,6 +197,8 @@ def test_whole_floats_booleans_and_numbers_in_objects_are_class_codes(recipes: s
         ("vh_recipes:ExitInPredict", "--recipe 'vh_recipes:ExitInPredict': predict failed (SystemExit: 3)"),
         ("vh_recipes:GeneratorExitInFit", "fit failed (GeneratorExit"),
         ("sys:exit", "--recipe 'sys:exit': cannot build it (SystemExit"),
+        # It would wait at a terminal forever; the recipe gets no input instead.
+        ("vh_recipes:AsksInFit", "--recipe 'vh_recipes:AsksInFit': fit failed (EOFError"),
     ],
 )
 def test_a_recipe_that_exits_is_a_usage_error(recipes: str, recipe: str, message: str) -> None:
