@@ -378,14 +378,20 @@ def test_row_diff_falls_back_to_a_multiset_match_past_its_budget(monkeypatch: py
     assert diff_rows(rows, new) == RowDiff(added=(100,), changed=(5, 30, 60, 90))
 
 
+def _fingerprint_then_rewrite(tmp_path: Path, before: bytes, after: bytes) -> Path:
+    """A folder ``d`` whose a.csv held ``before`` when fingerprinted and holds ``after`` now; the manifest."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.csv").write_bytes(before)
+    manifest = tmp_path / "m.json"
+    assert main(["data", "fingerprint", str(tmp_path / "d"), "-o", str(manifest)]) == 0
+    (tmp_path / "d" / "a.csv").write_bytes(after)
+    return manifest
+
+
 def test_a_file_whose_rows_are_all_still_there_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "a.csv").write_bytes(b"h\n1\n2\n")
-    manifest = tmp_path / "m.json"
-    assert main(["data", "fingerprint", str(tmp_path / "d"), "-o", str(manifest)]) == 0
-    (tmp_path / "d" / "a.csv").write_bytes(b"h\r\n1\r\n2\r\n")
+    manifest = _fingerprint_then_rewrite(tmp_path, b"h\n1\n2\n", b"h\r\n1\r\n2\r\n")
     capsys.readouterr()
     assert main(["data", "verify", str(tmp_path / "d"), "-m", str(manifest)]) == 1
     out = capsys.readouterr().out
@@ -445,11 +451,7 @@ def test_a_signed_manifest_with_an_integer_too_big_for_rfc8785(
 def test_a_tampered_file_that_no_longer_parses_is_reported_as_changed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "a.csv").write_bytes(b"a\n1\n2\n")
-    manifest = tmp_path / "m.json"
-    assert main(["data", "fingerprint", str(tmp_path / "d"), "-o", str(manifest)]) == 0
-    (tmp_path / "d" / "a.csv").write_bytes(b"a\n\xff\n2\n")
+    manifest = _fingerprint_then_rewrite(tmp_path, b"a\n1\n2\n", b"a\n\xff\n2\n")
     capsys.readouterr()
     assert main(["data", "verify", str(tmp_path / "d"), "-m", str(manifest)]) == 1
     out = capsys.readouterr().out

@@ -477,6 +477,7 @@ def _load_holdout(args: argparse.Namespace, data: AuditData) -> AuditData:
         if str(args.holdout) not in message:
             message = f"--holdout {args.holdout}: {message}"
         raise InputError(message) from None
+    # validate_sanitization checks it again (it is also a library call); here it fails before the audit.
     check_holdout(data, holdout)
     return holdout
 
