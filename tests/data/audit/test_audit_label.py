@@ -456,3 +456,35 @@ def test_audit_hands_the_outliers_to_the_label_channel() -> None:
     assert len(outliers - clean) >= 180
     assert not handed & outliers
     assert len(handed & clean) <= 0.85 * len(alone & clean)
+
+
+def test_labels_the_features_cannot_predict_are_named_in_a_finding() -> None:
+    # Labels drawn independently of the features: the flags can only follow the class balance, and the
+    # report must say so rather than present them as rows whose features point elsewhere.
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(600, 4))
+    y = rng.integers(0, 2, 600)
+    result = run_label_channel(_named(x, y), OPTIONS)
+    unpredictable = [f for f in result.findings if f.rule_id == rules.UNPREDICTABLE_LABELS]
+    assert len(unpredictable) == 1
+    assert "'ant', 'bee'" in unpredictable[0].message
+    assert result.summary["unpredictable_classes"] == ["ant", "bee"]
+
+
+def test_predictable_classes_pass_and_flips_do_not_hide_them() -> None:
+    x, y = _blobs()
+    noisy, _ = _flip(y, 0.2)
+    probs = out_of_sample_probabilities(_named(x, noisy), OPTIONS)
+    assert label.predictable_classes(noisy, probs).all()
+    result = run_label_channel(_named(x, noisy), OPTIONS)
+    assert result.summary["unpredictable_classes"] == []
+    assert all(f.rule_id != rules.UNPREDICTABLE_LABELS for f in result.findings)
+
+
+def test_a_class_the_probabilities_do_not_rank_is_unpredictable() -> None:
+    labels = np.array([0] * 50 + [1] * 50 + [2] * 50)
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), 150)
+    probs[:50, 0] += 1.0  # class 0's rows get more of class 0; classes 1 and 2 get noise
+    probs[:, 2] = 1.0 / 3.0  # a constant column ranks nothing
+    assert label.predictable_classes(labels, probs).tolist() == [True, False, False]

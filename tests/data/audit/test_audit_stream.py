@@ -451,3 +451,23 @@ def test_wide_stream_chooses_the_model_family_as_in_memory(
     monkeypatch.setattr(label, "families_for_width", lambda *shape: (label.BOOSTING,))
     _, boosted = audit()
     assert len(boosted & set(flipped.tolist())) < len(hits)
+
+
+def test_streamed_audit_names_labels_the_features_cannot_predict(tmp_path: Path) -> None:
+    # As in memory: labels independent of the features get the unpredictable-labels finding; a table
+    # whose labels follow the features does not.
+    from bastion.data.audit import rules
+
+    frame, _, rng = _logistic_two_class(offset=0.0)
+    predictable = tmp_path / "predictable.csv"
+    frame.to_csv(predictable, index=False)
+    frame["label"] = rng.permutation(frame["label"].to_numpy())
+    shuffled = tmp_path / "shuffled.csv"
+    frame.to_csv(shuffled, index=False)
+
+    def rule_ids(path: Path) -> list[str]:
+        result = stream_audit(path, "label", options=AuditOptions(channels=(LABEL,)), chunk_rows=1500)
+        return [f.rule_id for f in result.channels[LABEL].findings]
+
+    assert rules.UNPREDICTABLE_LABELS in rule_ids(shuffled)
+    assert rules.UNPREDICTABLE_LABELS not in rule_ids(predictable)

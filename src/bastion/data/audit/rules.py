@@ -40,6 +40,7 @@ OUTLIERS = "BST-DATA-004"
 DUPLICATES = "BST-DATA-005"
 SOURCE_SKEW = "BST-DATA-006"
 DRIFT = "BST-DATA-007"
+UNPREDICTABLE_LABELS = "BST-DATA-008"
 
 data_rule(
     LABEL_NOISE,
@@ -128,4 +129,24 @@ data_rule(
         "changes what the model learns."
     ),
     fp="Real change in the world (seasonality, a new market); refresh the reference once reviewed.",
+)
+data_rule(
+    UNPREDICTABLE_LABELS,
+    "unpredictable-labels",
+    Severity.INFO,
+    "The features do not predict a class's labels, so label flags on its rows rest on class balance alone.",
+    "Tests, per class, whether the cross-validated model ranks the rows labelled with it above the other "
+    "rows by its probability of that class (one-sided Mann-Whitney, p at most 0.001).",
+    "A label column that is an arbitrary code, or features that were scrambled or joined on the wrong key.",
+    why=(
+        "The label channel reads a label as wrong when the features point elsewhere. When they point "
+        "nowhere, its flags say which labels are rare, not which rows are wrong: right when random flips "
+        "have swamped a small class, wrong when the label column has nothing to do with the features. "
+        "The data cannot tell these apart; whoever knows how it was labelled can."
+    ),
+    use_instead=(
+        "Check that the label column and the features belong together (the right join key, no shuffled "
+        "column) before sanitizing on the label flags; the other channels are unaffected."
+    ),
+    fp="A task the features genuinely cannot learn (the signal lives in a column not included).",
 )

@@ -817,6 +817,8 @@ def _finish_label_fit(
         info["noise_rates"] = gate.rates(list(state.classes))
     info["thresholds"] = {state.classes[c]: round(float(t), 4) for c, t in enumerate(thresholds)}
     info["unjudged_classes"] = [state.classes[c] for c in np.flatnonzero(~judged).tolist()]
+    predictable = label_channel.predictable_classes(y[train], oos)
+    info["unpredictable_classes"] = [state.classes[c] for c in np.flatnonzero(judged & ~predictable).tolist()]
     return _replace(
         state,
         label_model=backend.get(final),
@@ -1210,8 +1212,11 @@ def _label_result(
                 "thresholds": info.get("thresholds"),
                 "unjudged_classes": info.get("unjudged_classes"),
             },
+            "unpredictable_classes": info.get("unpredictable_classes", []),
         },
     )
+    if info.get("unpredictable_classes"):
+        result.findings.append(label_channel.unpredictable_finding(str(path), info["unpredictable_classes"]))
     unjudged = info.get("unjudged_classes")
     if unjudged is not None and len(unjudged) == len(classes):
         result.summary["skipped"] = label_channel.too_small_note()
