@@ -56,6 +56,12 @@ audit starts, written to temporary files, and renamed into place together at the
 interrupt (Ctrl-C, SIGTERM) nothing is written. When --validate rejects the result nothing is written,
 not even --report.
 
+--validate: a recipe's output goes to stderr, and each of its calls (build, fit, predict) is stopped after
+--recipe-timeout seconds (default 3600; 0 for no limit), which fails the run like any broken recipe.
+Removing every row of a class rejects the set. The verdict compares accuracies as measured; the summary
+also gives what one holdout row is worth and a 95% interval of the drop, and warnings (on stderr and in
+the JSON) say when one row is worth more than --tolerance or when holdout rows copy training rows.
+
 CSV and JSONL kept rows are copied byte for byte. A JSONL quarantine line is
 {"bastion_row": ..., "bastion_channels": [...], "bastion_score": ..., "bastion_reason": ..., "record": ROW}
 where ROW is the parsed line re-serialised as JSON (same values, not the same bytes).
@@ -70,6 +76,22 @@ def _tolerance_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of points, got {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+# The same as bastion.data.validate.DEFAULT_RECIPE_TIMEOUT, which is not imported here: it would load numpy
+# and scikit-learn's helpers on every start of the CLI.
+RECIPE_TIMEOUT = 3600.0
+
+
+def _seconds_arg(text: str) -> float:
+    """argparse type for ``--recipe-timeout``: a finite number of seconds >= 0 (0: no limit)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
     return value
 
 
@@ -159,6 +181,13 @@ def add_commands(commands: Any) -> None:
         default=1.0,
         metavar="POINTS",
         help="allowed accuracy drop, a number >= 0 (default 1)",
+    )
+    san.add_argument(
+        "--recipe-timeout",
+        type=_seconds_arg,
+        default=RECIPE_TIMEOUT,
+        metavar="SECONDS",
+        help=f"stop a recipe's build, fit or predict after this long (default {RECIPE_TIMEOUT:g}; 0: none)",
     )
     san.add_argument("--format", choices=("table", "json"), default="table", help="summary format")
     add_event_options(san)
@@ -363,7 +392,8 @@ def _check_sanitize_request(args: argparse.Namespace, outputs: Any) -> dict[str,
             raise UsageError("--validate retrains on the data, which needs it in memory; drop --stream")
         if args.holdout is not None and not args.holdout.is_file():
             raise InputError(f"--holdout {args.holdout}: no such file")
-        make_estimator(args.recipe, args.seed)  # an unimportable recipe fails before the audit
+        # An unimportable recipe fails before the audit.
+        make_estimator(args.recipe, args.seed, timeout=args.recipe_timeout)
     if args.input_manifest is None:
         return {}
     from bastion.data.lineage import identity_from_manifest
@@ -398,6 +428,8 @@ def _run_sanitize(args: argparse.Namespace) -> int:
     validation = None
     if args.validate:
         validation = _validate(args, result, data, holdouts[0] if holdouts else None)
+        for warning in validation.warnings:
+            note(f"warning: {warning}")
     summary: dict[str, Any] = {
         "input": str(args.path),
         "rows": result.n_rows,
@@ -499,6 +531,7 @@ def _validate(
         holdout=holdout,
         tolerance_points=args.tolerance,
         seed=args.seed,
+        recipe_timeout=args.recipe_timeout,
     )
 
 
@@ -513,6 +546,12 @@ def _emit_summary(args: argparse.Namespace, summary: dict[str, Any], verdict: st
                 f"validation ({validation['recipe']}, holdout {validation['holdout']}): accuracy "
                 f"{validation['accuracy_before']:.2f}% -> {validation['accuracy_after']:.2f}%"
             )
+            interval = validation.get("drop_ci95_points")
+            if interval:  # absent from a result built by hand
+                lines.append(
+                    f"  one holdout row: {validation['accuracy_step_points']:.2f} points; "
+                    f"drop 95% CI {interval[0]:.2f} to {interval[1]:.2f} points"
+                )
             for name, before in validation["attack_success_before"].items():
                 after = validation["attack_success_after"][name]
                 lines.append(f"  backdoor on {name}: attack success {before:.1f}% -> {after:.1f}%")

@@ -281,8 +281,9 @@ def test_broken_recipes_are_usage_errors(
 
 def test_validation_messages_name_the_input_and_mlp_stays_quiet() -> None:
     data = _tiny()
+    too_small = from_arrays(np.arange(8.0).reshape(4, 2), np.array([0, 0, 1, 1]), path="tiny.csv")
     with pytest.raises(UsageError, match=r"^tiny\.csv: --validate: too few rows"):
-        validate_sanitization(data, [int(i) for i in np.flatnonzero(data.labels == 1)], [])
+        validate_sanitization(too_small, [], [])
     with pytest.raises(UsageError, match="--tolerance"):
         validate_sanitization(data, [1], [], tolerance_points=float("nan"))
     with warnings.catch_warnings():

@@ -281,10 +281,11 @@ def test_removing_every_row_of_a_small_class_is_rejected() -> None:
     assert result.verdict == "rejected: sanitizing removes every training row of class '2'"
 
 
-def test_too_few_rows_says_which_class_is_left() -> None:
+def test_removing_a_whole_class_of_two_is_a_rejection_not_an_error() -> None:
     data = _tiny()
-    with pytest.raises(UsageError, match=r"after removal, all of class '0', 16 held out"):
-        validate_sanitization(data, [int(i) for i in np.flatnonzero(data.labels == 1)], [])
+    result = validate_sanitization(data, [int(i) for i in np.flatnonzero(data.labels == 1)], [])
+    assert not result.accepted
+    assert result.classes_removed == ["1"]
 
 
 def test_two_triggers_for_one_class_are_both_scored() -> None:
