@@ -17,6 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+# The same small data as the earlier hardening round (pytest puts this directory on sys.path).
+from test_validate_hardening import _table, _tiny
+
 from bastion.cli import data_audit
 from bastion.cli.main import main
 from bastion.data import validate
@@ -126,20 +129,6 @@ def recipes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.delitem(sys.modules, "gap_recipes", raising=False)
     yield "gap_recipes"
     sys.modules.pop("gap_recipes", None)
-
-
-def _tiny(n: int = 80, seed: int = 0, path: str = "tiny.csv") -> AuditData:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 3))
-    return from_arrays(x, (x[:, 0] > 0).astype(int), path=path)
-
-
-def _table(path: Path, n: int, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    x1, x2 = rng.normal(size=n), rng.normal(size=n)
-    y = np.where(x1 + x2 > 0, "pos", "neg")
-    pd.DataFrame({"x1": x1, "x2": x2, "y": y}).to_csv(path, index=False)
-    return path
 
 
 @pytest.fixture
