@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,10 @@ ARRAY_SUFFIXES = (".npz",)
 # Files above this size are audited by the streaming path rather than loaded whole (a table in pandas takes
 # several times its CSV size in memory).
 DEFAULT_IN_MEMORY_BYTES = 256 << 20
+# Peak memory of an in-memory .npz audit over its float64 feature matrix (see `check_npz_size`): the full
+# audit of 20,000 28x28 images (125 MB as float64) peaked at 955 MB resident, of 20,000 rows of 100 floats
+# (16 MB) at 487 MB, so about 4 times the matrix above the libraries' 450 MB; 5 leaves a margin.
+NPZ_PEAK_FACTOR = 5
 
 
 def in_memory_limit() -> int:
@@ -32,7 +37,9 @@ def in_memory_limit() -> int:
 
 def should_stream(path: Path) -> bool:
     """Whether ``path`` is a table too large to load whole."""
-    return path.suffix.lower() in (".csv", ".parquet", ".tsv") and path.stat().st_size > in_memory_limit()
+    # Every table format streams (JSON lines too: pandas holds a JSON file several times its size); .npz
+    # arrays cannot, and are refused above a memory budget instead (`check_npz_size`).
+    return path.suffix.lower() in TABLE_SUFFIXES and path.stat().st_size > in_memory_limit()
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -54,7 +61,8 @@ def read_table(path: Path) -> pd.DataFrame:
             header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str).iloc[0]
             check_unique_columns(path, [str(c) for c in header.dropna()])
             frame = pd.read_csv(path, sep=sep, low_memory=False)
-    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+    # TypeError: pandas' JSON reader on a line that is an array or a number rather than an object.
+    except (ValueError, TypeError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise InputError(f"{path}: cannot read it as {suffix[1:]}: {one_line_reason(exc)}") from None
     if frame.empty:
         raise InputError(f"{path}: no rows")
@@ -251,7 +259,80 @@ def from_frame(
     )
 
 
+def available_memory() -> int | None:
+    """Bytes this process can still take: the system's available memory, within a container's limit."""
+    found: list[int] = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            found += [int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    # A container's cgroup (v2, then v1) caps the process below what the machine has free.
+    for limit, usage in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
+        try:
+            cap = Path(limit).read_text(encoding="ascii").strip()
+            if cap != "max":
+                found.append(int(cap) - int(Path(usage).read_text(encoding="ascii").strip()))
+            break
+        except (OSError, ValueError):
+            continue
+    return max(0, min(found)) if found else None
+
+
+def _npz_shapes(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]] | None:
+    """Each array's shape and type from the .npy headers of an .npz, nothing loaded; None if unreadable."""
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    shapes: dict[str, tuple[tuple[int, ...], np.dtype[Any]]] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with archive.open(info) as member:
+                    version = npy.read_magic(member)
+                    read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+                    shape, _, dtype = read(member)
+                shapes[info.filename[: -len(".npy")]] = (tuple(shape), dtype)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError):
+        return None  # np.load says what is wrong with it
+    return shapes
+
+
+def check_npz_size(path: Path, label: str, memory: int | None = None) -> None:
+    """InputError when auditing an .npz in memory would take more memory than this process can have.
+
+    An .npz cannot be streamed as a table can: its arrays are loaded whole, the features as a float64 matrix
+    whatever their stored type, and the audit holds copies and models beside it (NPZ_PEAK_FACTOR times the
+    matrix). Its size on disk says little (np.savez_compressed shrinks a repetitive array a thousandfold),
+    so the arrays' shapes and types are read from the .npy headers, and the estimate is compared with the
+    memory available now (``memory``, else `available_memory`): an audit that cannot fit is refused at once
+    rather than killed by the kernel part-way. BASTION_AUDIT_IN_MEMORY_BYTES, a file size that decides when
+    a table streams, is no budget here: at its 256 MB default it would refuse a 60,000-image MNIST (376 MB
+    as float64), which fits a few GB.
+    """
+    shapes = _npz_shapes(path)
+    memory = available_memory() if memory is None else memory
+    if shapes is None or memory is None:
+        return
+    values = sum(math.prod(shape) for name, (shape, _) in shapes.items() if name != label)
+    stored = sum(math.prod(shape) * dtype.itemsize for shape, dtype in shapes.values())
+    need = stored + NPZ_PEAK_FACTOR * 8 * values
+    if need > memory:
+        raise InputError(
+            f"{path}: its arrays need about {need / 2**30:.1f} GiB to audit in memory ({values:,} feature "
+            f"values as float64, and the audit's copies) but {memory / 2**30:.1f} GiB is available; "
+            ".npz arrays cannot be streamed: audit a subset of the rows, or on a machine with more memory"
+        )
+
+
 def _load_npz(path: Path, label: str) -> AuditData:
+    check_npz_size(path, label)
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}

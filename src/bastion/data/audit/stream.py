@@ -18,12 +18,13 @@ of the rows, so the sample holds that share of its carriers, and each trigger it
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,7 +49,7 @@ from bastion.data.audit.base import (
     RowFlag,
 )
 from bastion.data.audit.encode import TableEncoder, check_finite
-from bastion.data.audit.load import check_unique_columns, named
+from bastion.data.audit.load import TABLE_SUFFIXES, check_unique_columns, named
 from bastion.data.audit.run import AuditResult, join_flags
 from bastion.data.readers import one_line_reason
 from bastion.errors import InputError, UsageError
@@ -92,22 +93,42 @@ MAX_CSV_BLOCK_BYTES = 64 << 20
 # Chunks queued per worker: one running and one waiting keeps workers busy and bounds the memory in flight.
 IN_FLIGHT_PER_WORKER = 2
 DEFAULT_CHUNK_ROWS = 50_000
+# The cells pandas' read_csv takes as missing (pandas._libs.parsers.STR_NA_VALUES, private, so copied).
+PANDAS_MISSING = [
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
+    "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+]  # fmt: skip
 CHECK = "confident-learning-streamed"
+
+# A ragged row is searched for exactly (its row and line) in at most this much of the file: Python's csv
+# module reads about 50 MB/s, so the search costs seconds; past it the error names the block's first row.
+RAGGED_SCAN_BYTES = 256 << 20
 
 _CSV_COLUMN = re.compile(r"In CSV column #(\d+)")
 _INVALID_VALUE = re.compile(r"invalid value '(.*)'$")
+_RAGGED = re.compile(r"Expected (\d+) columns, got (\d+):? ?(.*)$")
+_JSON_CHANGED = re.compile(r"Column\(/?([^)]*)\) changed from (\w+) to (\w+)")
+_JSON_TWICE = re.compile(r"Column\(/?([^)]*)\) was specified twice")
+_JSON_ROW = re.compile(r" in row (\d+)\s*$")
+_JSON_CONVERT = re.compile(r"Failed to convert JSON to ([^,]+), couldn't parse:")
+_JSON_KINDS = {"number": "numbers", "string": "strings", "boolean": "booleans", "null": "nulls"}
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Reading: fixed-size chunks of a CSV or Parquet file, every failure a one-line InputError.
+# Reading: fixed-size chunks of a CSV, JSON-lines or Parquet file, every failure a one-line InputError.
 
 
 @dataclass(frozen=True, slots=True)
 class CsvRead:
-    """How a CSV is read: the columns whose type is wider than pyarrow's first-block guess, the block size."""
+    """How a CSV or JSON-lines file is read: types wider than pyarrow's first-block guess, the block size.
+
+    For JSON lines ``column_types`` is the whole schema, in the file's column order, and ``text_numbers``
+    the text columns read as numbers while every value is one (see `_json_batches`).
+    """
 
     column_types: tuple[tuple[str, Any], ...] = ()
     block_bytes: int = CSV_BLOCK_BYTES
+    text_numbers: tuple[str, ...] = ()
 
 
 class _ReadAgain(InputError):
@@ -133,18 +154,26 @@ def _wider(kind: Any, value: str) -> Any:
     return pa.string()  # bool, float, dates: the in-memory reader keeps such a column as text
 
 
-def _csv_error(path: Path, exc: BaseException, schema: Any, read: CsvRead) -> InputError:
+def _longer_blocks(path: Path, reason: str, read: CsvRead) -> InputError:
+    """A row straddles blocks: read again with blocks four times larger, up to MAX_CSV_BLOCK_BYTES."""
+    if read.block_bytes < MAX_CSV_BLOCK_BYTES:
+        return _ReadAgain(
+            f"{path}: cannot read it as a table: {reason}", replace(read, block_bytes=read.block_bytes * 4)
+        )
+    return InputError(
+        f"{path}: a row is longer than {MAX_CSV_BLOCK_BYTES >> 20} MB (or has no line end); is it a table?"
+    )
+
+
+def _csv_error(path: Path, exc: BaseException, schema: Any, read: CsvRead, rows: int = 0) -> InputError:
+    """The one-line error (or the wider read to start over with) for a CSV failure after ``rows`` rows."""
     reason = one_line_reason(exc)
     if "straddl" in reason:
-        if read.block_bytes < MAX_CSV_BLOCK_BYTES:
-            return _ReadAgain(
-                f"{path}: cannot read it as a table: {reason}",
-                CsvRead(read.column_types, read.block_bytes * 4),
-            )
-        return InputError(
-            f"{path}: a row is longer than {MAX_CSV_BLOCK_BYTES >> 20} MB (or has no line end); "
-            "is it a table?"
-        )
+        return _longer_blocks(path, reason, read)
+    ragged = _RAGGED.search(reason)
+    if ragged:
+        expected, got = int(ragged.group(1)), int(ragged.group(2))
+        return _ragged_row(path, expected, got, ragged.group(3), rows)
     match = _CSV_COLUMN.search(reason)
     if match and schema is not None and int(match.group(1)) < len(schema.names):
         index = int(match.group(1))
@@ -164,7 +193,7 @@ def _csv_error(path: Path, exc: BaseException, schema: Any, read: CsvRead) -> In
             if wider is None:
                 return InputError(message)
             types = (*((n, t) for n, t in read.column_types if n != column), (column, wider))
-            return _ReadAgain(message, CsvRead(types, read.block_bytes))
+            return _ReadAgain(message, replace(read, column_types=types))
         return InputError(f"{path}: column {column!r}: {reason}")
     return InputError(f"{path}: cannot read it as a table: {reason}")
 
@@ -177,33 +206,296 @@ def _batches(path: Path, read: CsvRead) -> Iterator[Any]:
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
+        parquet = None
         try:
             parquet = pq.ParquetFile(path)
             yield from parquet.iter_batches(batch_size=65_536)
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise InputError(f"{path}: cannot read it as parquet: {one_line_reason(exc)}") from None
+        finally:
+            if parquet is not None:
+                parquet.close()
+        return
+    if suffix == ".jsonl":
+        yield from _json_batches(path, read)
         return
     import pyarrow.csv as pacsv
 
     delimiter = "\t" if suffix == ".tsv" else ","
-    schema = None
+    schema = reader = source = None
+    rows = 0
     try:
+        source = pa.OSFile(str(path))
         reader = pacsv.open_csv(
-            path,
+            source,
             read_options=pacsv.ReadOptions(block_size=read.block_bytes),
             # A quoted value may hold line ends (pandas reads them); without this pyarrow splits blocks
             # inside such a value and fails. It cost no measurable time on a 150 MB file.
             parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
             # "NA", "null", "NaN" and the like are missing in text columns too, as pandas reads them; else
             # a label "NA" became a class of its own where the in-memory audit refuses the blank label.
+            # pandas' spellings of missing and of booleans, not pyarrow's: pyarrow's miss "None" and "<NA>",
+            # and take "0" and "1" for booleans, so a column of 0, 1 and "true" was read as booleans (1 and
+            # "true" one value) where pandas keeps the text and the encoder refuses the word.
             convert_options=pacsv.ConvertOptions(
-                column_types=dict(read.column_types), strings_can_be_null=True
+                column_types=dict(read.column_types),
+                strings_can_be_null=True,
+                null_values=PANDAS_MISSING,
+                true_values=["True", "TRUE", "true"],
+                false_values=["False", "FALSE", "false"],
             ),
         )
         schema = reader.schema
-        yield from reader
+        for batch in reader:
+            yield batch
+            rows += batch.num_rows
     except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise _csv_error(path, exc, schema, read) from None
+        raise _csv_error(path, exc, schema, read, rows) from None
+    finally:
+        # pyarrow's CSV reader keeps a file it opened by name until the reader is freed, and an error's
+        # traceback keeps this frame: the file stayed open until the garbage collector ran.
+        if reader is not None:
+            reader.close()
+        if source is not None:
+            source.close()
+
+
+def _ragged_row(path: Path, expected: int, got: int, text: str, start: int) -> InputError:
+    """The error for a CSV row with more or fewer fields than the header, at its row and line if found.
+
+    pyarrow names no row once quoted values may hold line ends (``newlines_in_values``), only the row's
+    text; the failing block starts at data row ``start`` (the rows read before it), and the row is searched
+    for from there with the csv module, within RAGGED_SCAN_BYTES of the file. (pandas, in memory, names the
+    line of a long row but fills a short one with missing values; pyarrow can only refuse or drop a short
+    row, and dropping would audit the file without it.)
+    """
+    found = _find_ragged(path, expected, start)
+    what = f"{got} fields where the header has {expected}: {text!r}"
+    if found is None:
+        return InputError(f"{path}: a row at or after row {start} has {what}")
+    row, line = found
+    return InputError(f"{path}: row {row} (line {line}) has {what}")
+
+
+def _find_ragged(path: Path, expected: int, start: int) -> tuple[int, int] | None:
+    """(data row, line of the file) of the first row from ``start`` without ``expected`` fields, if found."""
+    import csv
+
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+
+    def lines(fh: Any) -> Iterator[str]:
+        budget = RAGGED_SCAN_BYTES
+        for raw in fh:
+            budget -= len(raw)
+            if budget < 0:
+                return
+            yield raw.decode("utf-8", errors="replace")
+
+    with path.open("rb") as fh:
+        reader = csv.reader(lines(fh), delimiter=delimiter)
+        row = -1  # the header is the first non-blank record; pyarrow skips blank lines, as here
+        try:
+            for fields in reader:
+                if not fields:
+                    continue
+                if row >= start and len(fields) != expected:
+                    return row, reader.line_num
+                row += 1
+        except csv.Error:  # a field above csv's size limit, a NUL byte: the approximate place has to do
+            return None
+    return None
+
+
+def _json_batches(path: Path, read: CsvRead) -> Iterator[Any]:
+    """Record batches of a JSON-lines file, with one schema for every block of every pass.
+
+    pyarrow types a JSON column from the first block and refuses a later block that does not fit it, like
+    the CSV reader; unlike it, it cannot read a number as text. So the first read only takes the first block's
+    schema (dates and times as text, as pandas keeps them, so that a later word is no error); every read
+    after gives that whole schema, and each failure that can be met by a wider type starts over with it (a
+    column null at first takes the type of its first value; integers become floats when a decimal turns up,
+    a key absent from the first block joins at the end). A column of both numbers and strings, which pandas
+    keeps as text in memory, has no pyarrow type: it is refused with its row.
+    """
+    import pyarrow as pa
+    import pyarrow.json as pajson
+
+    rows = 0
+    reader = None
+    try:
+        explicit = pa.schema(list(read.column_types)) if read.column_types else None
+        reader = pajson.open_json(
+            path,
+            read_options=pajson.ReadOptions(block_size=read.block_bytes),
+            parse_options=pajson.ParseOptions(
+                explicit_schema=explicit, unexpected_field_behavior="error" if explicit else "infer"
+            ),
+        )
+        if explicit is None:
+            types = tuple(
+                (name, pa.string() if pa.types.is_temporal(kind) else kind)
+                for name, kind in zip(reader.schema.names, reader.schema.types, strict=True)
+            )
+            if not types:
+                raise InputError(f"{path}: no rows")
+            check_unique_columns(path, [name for name, _ in types])
+            text = tuple(name for name, kind in types if pa.types.is_string(kind))
+            raise _ReadAgain(
+                f"{path}: first block read", replace(read, column_types=types, text_numbers=text)
+            )
+        for batch in reader:
+            yield _text_numbers(path, batch, read)
+            rows += batch.num_rows
+    except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError) as exc:
+        raise _json_error(path, exc, read, rows) from None
+    finally:
+        if reader is not None:  # as for a CSV: not left open until the garbage collector runs
+            reader.close()
+
+
+def _json_error(path: Path, exc: BaseException, read: CsvRead, rows: int) -> InputError:
+    """The one-line error (or the wider read to start over with) for a JSON failure after ``rows`` rows."""
+    import pyarrow as pa
+
+    reason = one_line_reason(exc)
+    if "straddl" in reason:
+        return _longer_blocks(path, reason, read)
+    # pyarrow numbers a failing row within its block, which starts after the rows already read.
+    at = _JSON_ROW.search(reason)
+    where = f"row {rows + int(at.group(1))}" if at else f"at or after row {rows}"
+    changed = _JSON_CHANGED.search(reason)
+    if changed:
+        column, old, new = changed.groups()
+        name = column.split("/")[0]
+        if not column:
+            return InputError(f"{path}: {where} is not a JSON object; each line must hold one row's object")
+        if "/" in column or {old, new} & {"object", "array"}:
+            # A line cut short runs on into the next line's object, which pyarrow reads as a nested value.
+            broken = _broken_json_line(path, rows + int(at.group(1))) if at else None
+            if broken is not None:
+                return InputError(f"{path}: {where} is not valid JSON ({broken})")
+            return InputError(f"{path}: column {name!r} holds nested objects ({where}); flatten it first")
+        wider = {"number": pa.float64(), "string": pa.string(), "boolean": pa.bool_()}.get(new)
+        if old == "null" and wider is not None:
+            return _ReadAgain(reason, _with_column(read, name, wider))
+        return InputError(
+            f"{path}: column {name!r} holds both {_JSON_KINDS.get(old, old)} and {_JSON_KINDS.get(new, new)} "
+            f"({where}); a streamed JSON column must hold one type: convert the file to Parquet or CSV"
+        )
+    convert = _JSON_CONVERT.search(reason)
+    if convert and convert.group(1).startswith("int"):
+        # A decimal in a column of integers; pyarrow does not say which, so every integer column becomes
+        # float (the streamed features are floats in any case, and a label 1.0 is named "1", as in memory).
+        types = tuple((n, pa.float64() if pa.types.is_integer(t) else t) for n, t in read.column_types)
+        if types != read.column_types:
+            return _ReadAgain(reason, replace(read, column_types=types))
+    if "unexpected field" in reason:
+        return _json_new_key(path, read, rows)
+    twice = _JSON_TWICE.search(reason)
+    if twice:
+        return InputError(f"{path}: {where}: key {twice.group(1)!r} appears twice in one object")
+    return InputError(f"{path}: cannot read it as JSON lines ({where}): {reason}")
+
+
+def _with_column(read: CsvRead, column: str, kind: Any) -> CsvRead:
+    """``read`` with ``column`` of type ``kind``, in its place (at the end when new); text may be numbers."""
+    import pyarrow as pa
+
+    types = read.column_types
+    if column in {name for name, _ in types}:
+        types = tuple((name, kind if name == column else old) for name, old in types)
+    else:
+        types = (*types, (column, kind))
+    numbers = (*read.text_numbers, column) if pa.types.is_string(kind) else read.text_numbers
+    return replace(read, column_types=types, text_numbers=numbers)
+
+
+def _text_numbers(path: Path, batch: Any, read: CsvRead) -> Any:
+    """``batch`` with its text columns of numbers read as numbers, as pandas reads a JSON file.
+
+    pandas turns a JSON column of strings into numbers when every value parses as one ("5" and "5.0" are
+    then one value, and a duplicate); else it stays text. So each text column starts as numbers, and the
+    first value that is not one starts the pass over with the column as text.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not read.text_numbers:
+        return batch
+    columns = list(batch.columns)
+    words = []
+    for i, name in enumerate(batch.schema.names):
+        if name in read.text_numbers:
+            try:
+                columns[i] = pc.cast(pc.utf8_trim_whitespace(columns[i]), pa.float64())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                words.append(name)
+    if words:
+        numbers = tuple(name for name in read.text_numbers if name not in words)
+        raise _ReadAgain(f"{path}: text in {words[0]!r}", replace(read, text_numbers=numbers))
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
+def _json_new_key(path: Path, read: CsvRead, start: int) -> InputError:
+    """A key that the first block lacks appears in the block from row ``start``: read again with it.
+
+    pyarrow's message does not name the key, so that block's lines are read with the json module (the rows
+    before it are only counted); the key joins the schema at the end, as pandas adds a late key.
+    """
+    import json
+
+    known = {name for name, _ in read.column_types}
+    budget = read.block_bytes
+    row = 0
+    with path.open("rb") as fh:
+        for raw in fh:
+            if not raw.strip():
+                continue
+            if row >= start:
+                budget -= len(raw)
+                if budget < 0:
+                    break
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    break
+                for key, value in record.items() if isinstance(record, dict) else ():
+                    if key in known:
+                        continue
+                    if isinstance(value, (dict, list)):
+                        return InputError(
+                            f"{path}: column {key!r} holds nested objects (row {row}); flatten it first"
+                        )
+                    return _ReadAgain(f"{path}: new key {key!r}", _with_column(read, key, _json_type(value)))
+            row += 1
+    return InputError(f"{path}: a key that earlier rows lack appears at or after row {start}; cannot read it")
+
+
+def _broken_json_line(path: Path, row: int) -> str | None:
+    """Why data row ``row`` (blank lines skipped) of a JSON-lines file is not JSON alone; None if it is."""
+    import json
+
+    with path.open("rb") as fh:
+        lines = (raw for raw in fh if raw.strip())
+        for index, raw in enumerate(lines):
+            if index == row:
+                try:
+                    json.loads(raw.strip())
+                except ValueError as exc:
+                    return one_line_reason(exc)
+                return None
+    return None
+
+
+def _json_type(value: Any) -> Any:
+    """The column type for a JSON value met first (a null stays null until a value says more)."""
+    import pyarrow as pa
+
+    if value is None:
+        return pa.null()
+    if isinstance(value, bool):
+        return pa.bool_()
+    return pa.string() if isinstance(value, str) else pa.float64()
 
 
 T = TypeVar("T")
@@ -230,7 +522,9 @@ def iter_chunks(path: Path, chunk_rows: int, read: CsvRead | None = None) -> Ite
         raise UsageError(f"chunk_rows must be at least 1 (got {chunk_rows})")
     buffered: list[Any] = []
     count = 0
+    offset = 0
     for batch in _batches(path, read or CsvRead(block_bytes=CSV_BLOCK_BYTES)):
+        _check_flat(path, batch, offset + count)
         buffered.append(batch)
         count += batch.num_rows
         while count >= chunk_rows:
@@ -239,15 +533,31 @@ def iter_chunks(path: Path, chunk_rows: int, read: CsvRead | None = None) -> Ite
             rest = table.slice(chunk_rows)
             buffered = rest.to_batches()
             count = rest.num_rows
+            offset += chunk_rows
     if count:
         yield pa.Table.from_batches(buffered).combine_chunks()
+
+
+def _check_flat(path: Path, batch: Any, offset: int) -> None:
+    """InputError on a struct, list or map value, with its row, as the in-memory loader refuses one."""
+    import pyarrow as pa
+
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+        if not pa.types.is_nested(kind):
+            continue
+        # A null is no object: in memory a column of nulls alone passes (and `_feature_frame` reads it so).
+        present = np.flatnonzero(column.is_valid().to_numpy(zero_copy_only=False))
+        if present.size:
+            row = offset + int(present[0])
+            raise InputError(f"{path}: column {name!r} holds nested objects (row {row}); flatten it first")
 
 
 def _check_path(path: Path) -> None:
     if not path.exists():
         raise InputError(f"{path}: no such file")
-    if path.is_dir() or path.suffix.lower() not in (".csv", ".tsv", ".parquet"):
-        raise InputError(f"{path}: streaming needs a .csv, .tsv or .parquet file")
+    if path.is_dir() or path.suffix.lower() not in TABLE_SUFFIXES:
+        raise InputError(f"{path}: streaming needs a .csv, .tsv, .jsonl or .parquet file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: the file is empty")
 
@@ -287,6 +597,10 @@ def _feature_frame(table: Any, drop: tuple[str, ...]) -> pd.DataFrame:
         numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_null)
         if any(test(kind) for test in numeric):
             column = pc.cast(column, pa.float64())
+        elif pa.types.is_nested(kind) or (
+            pa.types.is_dictionary(kind) and pa.types.is_nested(kind.value_type)
+        ):
+            column = pa.nulls(len(column), pa.string())  # only nulls here, or `_check_flat` had refused it
         elif not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
             column = pc.cast(column, pa.string())  # dates, times, decimals: compared as text
         columns[name] = column.to_numpy(zero_copy_only=False) if column.type == pa.float64() else column
@@ -1081,14 +1395,34 @@ class _Backend:
                 raise UsageError("backend 'ray' needs Ray: pip install 'bastion-ai[ray]'") from None
             self._ray = ray
             if not ray.is_initialized():
-                ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
-                self._started_ray = True
+                self._start_ray()
         elif self.workers > 1:
             import multiprocessing
 
             # "spawn": the parent runs pyarrow and OpenMP thread pools, which fork does not copy safely.
             self._pool = process_pool(self.workers, multiprocessing.get_context("spawn"))
         return self
+
+    def _start_ray(self) -> None:
+        """Connect to the cluster RAY_ADDRESS names, or start a local Ray of ``workers`` CPUs."""
+        ray = self._ray
+        address = os.environ.get("RAY_ADDRESS", "").strip()
+        # Ray reads RAY_ADDRESS itself, and refuses num_cpus when it names a running cluster (whose own
+        # resources then decide); "local" asks for a new local Ray, as no address does.
+        existing = address not in ("", "local")
+        sizing = {} if existing else {"num_cpus": self.workers}
+        try:
+            ray.init(include_dashboard=False, log_to_driver=False, **sizing)
+        except Exception as exc:  # Ray raises ValueError, ConnectionError, RuntimeError... as it goes
+            if ray.is_initialized():
+                ray.shutdown()
+            what = (
+                f"connect to the Ray cluster at {address!r} (RAY_ADDRESS)"
+                if existing
+                else "start a local Ray"
+            )
+            raise UsageError(f"backend 'ray': cannot {what}: {one_line_reason(exc)}") from None
+        self._started_ray = True
 
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         if self._pool is not None:
@@ -1319,12 +1653,6 @@ def stream_audit(
     path = Path(path)
     _check_path(path)
     before = _file_state(path)
-    first = _first_pass(path, label, source_column, chunk_rows, options.seed, sample_rows)
-    classes, remap = _sorted_classes(first.class_index, first.label_is_numeric)
-    if len(classes) < 2:
-        only = classes[0] if classes else "nothing"
-        raise InputError(f"{path}: label column {label!r} has a single class ({only!r}); an audit needs two")
-    labels = remap[first.labels].astype(np.int64)
     by_channel: dict[str, list[RowFlag]] = {LABEL: [], OUTLIER: [], BACKDOOR: []}
     pairs: dict[tuple[int, int], int] = {}
     carriers: dict[int, int] = {}
@@ -1334,7 +1662,17 @@ def stream_audit(
         # More processes than cores only add copies of the models and chunks in flight: 16 workers on 2
         # cores took 22 s where 2 took 5 s. (Ray schedules by its own resources.)
         workers = min(workers, available_cores())
+    # The backend starts before pass 1, so that a missing Ray or a cluster it cannot reach is said at once
+    # rather than after a first pass over a large file.
     with _Backend(backend, workers) as runner:
+        first = _first_pass(path, label, source_column, chunk_rows, options.seed, sample_rows)
+        classes, remap = _sorted_classes(first.class_index, first.label_is_numeric)
+        if len(classes) < 2:
+            only = classes[0] if classes else "nothing"
+            raise InputError(
+                f"{path}: label column {label!r} has a single class ({only!r}); an audit needs two"
+            )
+        labels = remap[first.labels].astype(np.int64)
         state, info = _fit_state(
             path, label, source_column, first, classes, remap, reference, options, chunk_rows, runner
         )
