@@ -65,6 +65,12 @@ the JSON) say when one row is worth more than --tolerance or when holdout rows c
 CSV and JSONL kept rows are copied byte for byte. A JSONL quarantine line is
 {"bastion_row": ..., "bastion_channels": [...], "bastion_score": ..., "bastion_reason": ..., "record": ROW}
 where ROW is the parsed line re-serialised as JSON (same values, not the same bytes).
+
+An image folder (DATA/<class>/<images>, --label class) is sanitized into folders (default NAME.clean and
+NAME.quarantine beside it): the kept and the removed images copied byte for byte under their relative
+paths, the quarantine with reasons.csv (row, file, label, channels, score, reason, suggested_label).
+Neither folder may be inside DATA or contain it; --force replaces an existing one only when it holds
+nothing but images in class folders (and reasons.csv).
 """
 
 
@@ -96,8 +102,18 @@ def _seconds_arg(text: str) -> float:
 
 
 def _add_audit_options(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("path", type=Path, metavar="DATA", help="CSV, Parquet, JSONL table or .npz arrays")
-    cmd.add_argument("--label", required=True, metavar="COLUMN", help="the label column (or .npz array)")
+    cmd.add_argument(
+        "path",
+        type=Path,
+        metavar="DATA",
+        help="CSV, Parquet, JSONL table, .npz arrays, or an image folder DIR/<class>/<images>",
+    )
+    cmd.add_argument(
+        "--label",
+        required=True,
+        metavar="COLUMN",
+        help="the label column (or .npz array; 'class' for an image folder: the class folder's name)",
+    )
     cmd.add_argument(
         "--reference", type=Path, metavar="TRUSTED", help="trusted data to measure drift against"
     )
@@ -216,6 +232,11 @@ def _audit(
     path: Path = args.path
     if not path.exists():
         raise InputError(f"{path}: no such file")
+    if path.is_dir() and args.stream:
+        raise UsageError(
+            "--stream: an image folder is decoded in memory (within BASTION_AUDIT_IN_MEMORY_BYTES); "
+            "drop --stream"
+        )
     streaming = args.stream or should_stream(path)
     if streaming and args.text_column is not None:
         raise UsageError("--text-column: text is embedded in memory; the streaming audit reads tables only")
@@ -241,6 +262,11 @@ def _audit(
         consumed.update(dataset_identity(path))
     else:
         data = load_dataset(path, args.label, source_column=args.source_column, text_column=args.text_column)
+        folder = getattr(data, "folder", None)  # an image folder: say how its images were read
+        if folder:
+            from bastion.data.audit.image_folder import folder_note
+
+            note(f"{path}: {folder_note(folder)}")
         if loaded is not None:
             loaded(data)
         reference = None
@@ -284,6 +310,9 @@ def _check_report_path(output: Path, inputs: list[Path | None]) -> None:
     for source in inputs:
         if source is not None and same_file(output, source):
             raise UsageError(f"--output {output}: would overwrite the input {source}")
+        if source is not None and source.is_dir() and source.resolve() in output.resolve().parents:
+            # The report would become a file of the image folder it describes.
+            raise UsageError(f"--output {output}: inside the input folder {source}; write it outside")
     parent = output.parent if str(output.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"{output}: cannot write the report (directory {parent} does not exist)")
@@ -382,20 +411,25 @@ def _check_sanitize_request(args: argparse.Namespace, outputs: Any) -> dict[str,
     path: Path = args.path
     if not path.exists():
         raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory; sanitize reads one data file")
-    check_outputs(path, outputs, force=args.force)
+    check_outputs(path, outputs, force=args.force)  # a folder is an image folder, its outputs folders
     if args.validate:
         from bastion.data.validate import make_estimator
 
         if args.stream or should_stream(path):
             raise UsageError("--validate retrains on the data, which needs it in memory; drop --stream")
-        if args.holdout is not None and not args.holdout.is_file():
+        # An image folder is held out by another folder of the same layout.
+        if args.holdout is not None and not (
+            args.holdout.is_file() or (args.path.is_dir() and args.holdout.is_dir())
+        ):
             raise InputError(f"--holdout {args.holdout}: no such file")
         # An unimportable recipe fails before the audit.
         make_estimator(args.recipe, args.seed, timeout=args.recipe_timeout)
     if args.input_manifest is None:
         return {}
+    if path.is_dir():
+        from bastion.data.audit.image_folder import folder_identity_from_manifest
+
+        return folder_identity_from_manifest(path, args.input_manifest)
     from bastion.data.lineage import identity_from_manifest
 
     return identity_from_manifest(path, args.input_manifest, {})

@@ -6,6 +6,12 @@ row number, channels, score and reason. CSV and JSONL clean files keep each kept
 JSON is re-serialised (key order kept, whitespace and number spelling normalised). Parquet and .npz are
 rewritten through their libraries.
 
+An image folder (DIR/<class>/<images>, see :mod:`bastion.data.audit.image_folder`) is sanitized into
+folders: the clean folder holds the kept images and the quarantine folder the removed ones, each copied
+byte for byte under its relative path, plus ``reasons.csv`` (row, file, label, channels, score, reason,
+suggested label) in the quarantine; the manifest describes the clean folder. Files the audit skipped (not
+images, hidden) are not copied. Neither output may be inside the input folder or contain it.
+
 Every output (clean data, quarantine, manifest, report) is checked before any work is done: no two may be
 the same file, none may be the input, the data outputs must carry the input's suffix, their directories
 must exist, and an existing file is replaced only with ``force``. Outputs are then written to temporary
@@ -20,6 +26,7 @@ import io
 import json
 import os
 import secrets
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -61,6 +68,15 @@ class SanitizeOutputs:
     @classmethod
     def beside(cls, path: Path, directory: Path | None = None) -> SanitizeOutputs:
         """Default names next to the input (or in ``directory``): NAME.clean.EXT, NAME.quarantine.EXT."""
+        if path.is_dir():
+            # Resolved, so that "." or "imgs/" still names the folder and the outputs land beside it.
+            folder = path.resolve()
+            where = directory or folder.parent
+            return cls(
+                clean=where / f"{folder.name}.clean",
+                quarantine=where / f"{folder.name}.quarantine",
+                manifest=where / f"{folder.name}.clean.manifest.json",
+            )
         where = directory or path.parent
         stem, suffix = path.stem, path.suffix
         return cls(
@@ -80,8 +96,12 @@ def check_outputs(path: Path, outputs: SanitizeOutputs, *, force: bool = False) 
     Raises UsageError for: an unsupported input suffix; a clean or quarantine path whose suffix is not the
     input's (its bytes would not match its name); two outputs resolving to the same file; an output
     resolving to the input; an output that is a directory or whose directory does not exist; and an
-    existing output file unless ``force`` (a quarantine is evidence and is never replaced silently).
+    existing output file unless ``force`` (a quarantine is evidence and is never replaced silently). An
+    image folder's outputs are checked by :func:`check_folder_outputs`.
     """
+    if path.is_dir():
+        check_folder_outputs(path, outputs, force=force)
+        return
     suffix = path.suffix.lower()
     if suffix not in SPLITTERS:
         raise UsageError(f"{path}: sanitize writes {', '.join(SPLITTERS)} files, not {path.suffix or 'this'}")
@@ -114,8 +134,88 @@ def check_outputs(path: Path, outputs: SanitizeOutputs, *, force: bool = False) 
             raise UsageError(f"{option} {target}: already exists; pass --force to replace it")
 
 
+FOLDER_ROLES = ("clean", "quarantine")
+REASONS_FILE = "reasons.csv"
+REASONS_COLUMNS = ("row", "file", "label", "channels", "score", "reason", "suggested_label")
+
+
+def _inside(inner: Path, outer: Path) -> bool:
+    """Whether resolved ``inner`` is ``outer`` or lies below it."""
+    return inner == outer or outer in inner.parents
+
+
+def check_folder_outputs(path: Path, outputs: SanitizeOutputs, *, force: bool = False) -> None:
+    """Refuse, before any work, outputs of an image folder's sanitize that would mix with it or each other.
+
+    The clean data and the quarantine are folders, the manifest and report files. UsageError for: an output
+    inside the input folder or containing it (the input would change under its own audit, or be replaced);
+    two outputs that are the same or nested; a folder output that exists as a file; a missing or read-only
+    parent; and an existing output unless ``force``. Even with ``force`` an existing folder is replaced only
+    when it holds nothing but images in class folders (and a quarantine's reasons file): replacing a folder
+    removes everything in it, so a folder given by mistake is refused rather than emptied.
+    """
+    root = path.resolve()
+    named = [(role, target, target.resolve()) for role, target in outputs.named()]
+    for role, target, real in named:
+        option = OUTPUT_OPTIONS[role]
+        if _inside(real, root):
+            raise UsageError(f"{option} {target}: inside the input folder {path}; write outputs outside it")
+        if _inside(root, real):
+            raise UsageError(f"{option} {target}: contains the input folder {path}; write outputs beside it")
+    for i, (role, target, real) in enumerate(named):
+        for other_role, _, other in named[i + 1 :]:
+            if _inside(real, other) or _inside(other, real) or same_file(target, other):
+                raise UsageError(
+                    f"{OUTPUT_OPTIONS[role]} and {OUTPUT_OPTIONS[other_role]} overlap ({target}); "
+                    "give each output its own path"
+                )
+    for role, target, _ in named:
+        option = OUTPUT_OPTIONS[role]
+        parent = target.parent if str(target.parent) else Path(".")
+        if not parent.is_dir():
+            raise UsageError(f"{option} {target}: directory {parent} does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise UsageError(f"{option} {target}: directory {parent} is not writable")
+        exists = os.path.lexists(target)
+        if role in FOLDER_ROLES:
+            if exists and (target.is_symlink() or not target.is_dir()):
+                raise UsageError(
+                    f"{option} {target}: exists and is not a folder; an image folder's {role} is one"
+                )
+        elif target.is_dir():
+            raise UsageError(f"{option} {target}: is a directory")
+        if exists and not force:
+            raise UsageError(f"{option} {target}: already exists; pass --force to replace it")
+        if exists and role in FOLDER_ROLES:
+            _check_replaceable(target, option, role)
+
+
+def _check_replaceable(target: Path, option: str, role: str) -> None:
+    """UsageError unless the existing folder ``target`` holds only what a sanitize writes there."""
+    from bastion.data.audit.image_folder import is_image_name
+
+    for directory, folders, files in os.walk(target):
+        depth = len(Path(directory).relative_to(target).parts)
+        for name in [*files, *folders]:
+            entry = Path(directory) / name
+            allowed = not entry.is_symlink() and (
+                entry.is_dir()
+                or (depth >= 1 and is_image_name(name))
+                or (depth == 0 and role == "quarantine" and name == REASONS_FILE)
+            )
+            if not allowed:
+                raise UsageError(
+                    f"{option} {target}: holds {entry.relative_to(target)}, which a sanitize does not write; "
+                    "--force replaces the whole folder, so remove it yourself or choose another"
+                )
+
+
 class Staging:
-    """Temporary files next to their targets, renamed together on success and removed on failure."""
+    """Temporary files next to their targets, renamed together on success and removed on failure.
+
+    A target can also be a folder (:meth:`open_dir`): it is staged as a temporary folder and swapped in the
+    same way, the folder it replaces moved aside until every output is in place.
+    """
 
     def __init__(self) -> None:
         self.pending: list[tuple[Path, Path]] = []
@@ -144,8 +244,19 @@ class Staging:
         with self.open(target) as fh:
             fh.write(data)
 
+    def open_dir(self, target: Path) -> Path:
+        """A new temporary folder in ``target``'s directory, to be renamed to ``target`` on commit."""
+        directory = target.parent if str(target.parent) else Path(".")
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=directory))
+        except OSError as exc:
+            raise InputError(f"{target}: cannot write it ({exc.strerror or exc})") from None
+        self.pending.append((tmp, target))
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700; a plain mkdir would not
+        return tmp
+
     def temp_for(self, target: Path) -> Path:
-        """The staged temporary file that will become ``target``."""
+        """The staged temporary file (or folder) that will become ``target``."""
         return next(tmp for tmp, t in self.pending if t == target)
 
     def commit(self) -> None:
@@ -153,44 +264,90 @@ class Staging:
 
         Each replaced file is first hard-linked aside, so a failed rename (the target became a directory,
         the disk filled, a signal arrived) restores the earlier outputs instead of leaving a mix of new
-        and old files: a new clean file must never sit beside an old manifest.
+        and old files: a new clean file must never sit beside an old manifest. A replaced folder cannot be
+        linked, and a folder cannot be renamed over a full one, so it is renamed aside instead and removed
+        only once every output is in place.
         """
         done: list[tuple[Path, Path | None, bool]] = []
         target = Path()
         try:
             for tmp, target in self.pending:
-                _fsync(tmp)  # the bytes are on disk before the name points at them
+                folder = _is_folder(tmp)
                 existed = os.path.lexists(target)
-                backup = _link_aside(target) if existed else None
+                # The bytes are on disk before the name points at them.
+                if folder:
+                    _fsync_tree(tmp)
+                    backup = _move_aside(target) if existed else None
+                else:
+                    _fsync(tmp)
+                    backup = _link_aside(target) if existed else None
                 try:
                     os.replace(tmp, target)
                 except BaseException:
                     if backup is not None:
-                        backup.unlink(missing_ok=True)
+                        if folder:
+                            with suppress(OSError):  # the rename failed, so the name is free again
+                                os.replace(backup, target)
+                        else:
+                            backup.unlink(missing_ok=True)
                     raise
                 done.append((target, backup, existed))
         except BaseException as exc:
             for placed, backup, existed in reversed(done):
                 with suppress(OSError):
                     if backup is not None:
+                        if _is_folder(placed):
+                            shutil.rmtree(placed)  # this run's new folder; the old one comes back
                         os.replace(backup, placed)
                     elif not existed:
-                        placed.unlink()
+                        _remove(placed)
             self.abort()
             if isinstance(exc, OSError):
                 raise InputError(f"{target}: cannot write it ({exc.strerror or exc})") from None
             raise
         for _, backup, _ in done:
             if backup is not None:
-                backup.unlink(missing_ok=True)
+                _remove(backup)
         self.pending.clear()
 
     def abort(self) -> None:
-        """Remove every temporary file."""
+        """Remove every temporary file and folder."""
         for tmp, _ in self.pending:
             with suppress(OSError):
-                tmp.unlink()
+                _remove(tmp)
         self.pending.clear()
+
+
+def _is_folder(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, or a folder with everything in it (only ever a staged output or its backup)."""
+    if _is_folder(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file and folder below ``root``, and ``root`` itself."""
+    for directory, _, files in os.walk(root):
+        for name in files:
+            _fsync(Path(directory) / name)
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _move_aside(target: Path) -> Path:
+    """Rename ``target`` (a folder being replaced) to a temporary name beside it."""
+    directory = target.parent if str(target.parent) else Path(".")
+    aside = directory / f".{target.name}.{secrets.token_hex(6)}.bak"
+    os.rename(target, aside)
+    return aside
 
 
 def _fsync(path: Path) -> None:
@@ -382,6 +539,54 @@ def split_dataset(path: Path, removed: list[RowReport], staging: Staging, output
         raise InputError(f"{path}: cannot write the sanitized data: {one_line_reason(exc)}") from None
 
 
+def split_image_folder(
+    path: Path,
+    files: list[str] | None,
+    removed: list[RowReport],
+    staging: Staging,
+    outputs: SanitizeOutputs,
+) -> None:
+    """Stage an image folder's kept images as the clean folder and the removed ones as the quarantine.
+
+    Each image is copied byte for byte under its relative path; the quarantine also gets ``reasons.csv``
+    (row, file, label, channels, score, reason, suggested label). ``files`` are the audited rows' files.
+    """
+    from bastion.data.audit.image_folder import list_image_folder
+
+    if files is None:
+        raise InputError(f"{path}: the audit result does not name its rows' files; audit the folder itself")
+    listing = list_image_folder(path)
+    # Rows are positions in the listing: a file added, removed or renamed since the audit would shift every
+    # row after it and quarantine the wrong images.
+    if [image.rel for image in listing.images] != files:
+        raise InputError(f"{path}: the folder changed since it was audited; audit it again")
+    by_row = {r.row: r for r in removed}
+    if by_row and max(by_row) >= len(files):
+        raise InputError(f"{path}: row {max(by_row)} is not in the folder ({len(files)} images)")
+    clean, quarantine = staging.open_dir(outputs.clean), staging.open_dir(outputs.quarantine)
+    try:
+        for name in listing.classes:
+            # Every class keeps its folder, even one that lost every image: a loader numbers classes by
+            # their sorted folder names, and a missing folder would silently renumber the rest.
+            (clean / name).mkdir()
+        for row, image in enumerate(listing.images):
+            destination = (quarantine if row in by_row else clean) / image.rel
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(image.path, destination)  # byte for byte
+        with (quarantine / REASONS_FILE).open("w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(REASONS_COLUMNS)
+            for row in sorted(by_row):
+                flag, image = by_row[row], listing.images[row]
+                channels = ",".join(flag.channels)
+                suggested = flag.suggested_label or ""
+                writer.writerow(
+                    [row, image.rel, image.label, channels, f"{flag.score:.4f}", flag.reason, suggested]
+                )
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write the sanitized folder: {one_line_reason(exc)}") from None
+
+
 def write_sanitized(
     path: Path,
     result: AuditResult,
@@ -396,12 +601,13 @@ def write_sanitized(
     """Split ``path`` by the audit's quarantine rows and write the clean data's manifest with lineage.
 
     The manifest carries one ``sanitize`` lineage record: what was consumed (the input's identities, the
-    audit report's digest), the digests of the clean and quarantine files produced, and ``parameters``.
-    It is signed when ``key`` is given. ``report`` (when given) is written to ``outputs.report``. All
-    outputs are checked first (:func:`check_outputs`), staged, and renamed into place together at the end.
+    audit report's digest), the digests of the clean and quarantine files produced (the Merkle roots of
+    the folders for an image folder), and ``parameters``. It is signed when ``key`` is given. ``report``
+    (when given) is written to ``outputs.report``. All outputs are checked first (:func:`check_outputs`),
+    staged, and renamed into place together at the end.
     """
     from bastion.data.lineage import file_digest, lineage_record
-    from bastion.data.manifest import Manifest, dataset_root, fingerprint_file
+    from bastion.data.manifest import FileEntry, Manifest, build_manifest, dataset_root, fingerprint_file
     from bastion.data.signing import sign_manifest
 
     if (report is None) != (outputs.report is None):
@@ -409,24 +615,36 @@ def write_sanitized(
     check_outputs(path, outputs, force=force)
     removed = [r for r in result.rows if r.remove]
     with staged() as staging:
-        split_dataset(path, removed, staging, outputs)
-        clean_tmp, quarantine_tmp = staging.temp_for(outputs.clean), staging.temp_for(outputs.quarantine)
-        produced = {"clean": file_digest(clean_tmp), "quarantine": file_digest(quarantine_tmp)}
+        entries: tuple[FileEntry, ...]
+        if path.is_dir():
+            split_image_folder(path, result.files, removed, staging, outputs)
+            clean_tmp, quarantine_tmp = staging.temp_for(outputs.clean), staging.temp_for(outputs.quarantine)
+            # Paths in a folder's manifest are relative to it, so the staged folder's manifest is the final
+            # one's: the manifest and the data it describes are committed together or not at all.
+            entries = build_manifest(clean_tmp).files
+            produced = {
+                "clean": "merkle-sha256:" + dataset_root(entries),
+                "quarantine": "merkle-sha256:" + build_manifest(quarantine_tmp).root,
+            }
+        else:
+            split_dataset(path, removed, staging, outputs)
+            clean_tmp, quarantine_tmp = staging.temp_for(outputs.clean), staging.temp_for(outputs.quarantine)
+            produced = {"clean": file_digest(clean_tmp), "quarantine": file_digest(quarantine_tmp)}
+            # Fingerprinted while still staged, under the name it will have: the manifest and the data it
+            # describes are committed together or not at all.
+            try:
+                entries = (fingerprint_file(clean_tmp, outputs.clean.name),)
+            except OSError as exc:
+                raise InputError(f"{outputs.clean}: cannot read it back ({exc.strerror or exc})") from None
         record = lineage_record(
             "sanitize", consumed, produced, {"quarantined_rows": len(removed), **parameters}
         )
-        # Fingerprinted while still staged, under the name it will have: the manifest and the data it
-        # describes are committed together or not at all.
-        try:
-            entry = fingerprint_file(clean_tmp, outputs.clean.name)
-        except OSError as exc:
-            raise InputError(f"{outputs.clean}: cannot read it back ({exc.strerror or exc})") from None
         manifest = Manifest(
-            source=f"bastion data sanitize {path.name}",
+            source=f"bastion data sanitize {path.resolve().name if path.is_dir() else path.name}",
             created=record["created"],
             tool_version=record["tool_version"],
-            files=(entry,),
-            root=dataset_root((entry,)),
+            files=entries,
+            root=dataset_root(entries),
             lineage=(record,),
         )
         if key is not None:

@@ -369,9 +369,13 @@ def _no_source_in_arrays(path: Path, source_column: str | None) -> None:
 def load_dataset(
     path: Path, label: str, *, source_column: str | None = None, text_column: str | None = None
 ) -> AuditData:
-    """Load ``path`` whole for an in-memory audit."""
+    """Load ``path`` whole for an in-memory audit (a folder: an image folder, DIR/<class>/<images>)."""
     if not path.exists():
         raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        from bastion.data.audit.image_folder import load_image_folder
+
+        return load_image_folder(path, label, source_column=source_column, text_column=text_column)
     if path.suffix.lower() in ARRAY_SUFFIXES:
         _no_source_in_arrays(path, source_column)
         return _load_npz(path, label)
@@ -390,7 +394,15 @@ def load_companion(
     """Load a holdout or reference set encoded exactly like ``like``, with its label codes."""
     if not path.exists():
         raise InputError(f"{path}: no such file")
-    if path.suffix.lower() in ARRAY_SUFFIXES:
+    other: AuditData
+    if path.is_dir():
+        from bastion.data.audit.image_folder import load_image_folder
+
+        other = load_image_folder(
+            path, label, source_column=source_column, text_column=text_column, like=like
+        )
+        frame_labels = np.asarray(other.classes, dtype=object)[other.labels]
+    elif path.suffix.lower() in ARRAY_SUFFIXES:
         _no_source_in_arrays(path, source_column)
         other = _load_npz(path, label)
         frame_labels = np.asarray(other.classes, dtype=object)[other.labels]

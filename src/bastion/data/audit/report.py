@@ -10,6 +10,7 @@ import numpy as np
 from bastion import __version__
 from bastion.data.audit.base import CHANNELS
 from bastion.data.audit.run import AuditResult, RowReport
+from bastion.data.readers import printable
 from bastion.findings import sort_findings
 from bastion.render.interface import location_text
 from bastion.render.json import finding_dict
@@ -28,10 +29,16 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
-def row_dict(row: RowReport) -> dict[str, Any]:
-    """One flagged row: position, channels, score, reason, suggested label, the checks behind it."""
+def row_file(result: AuditResult, row: int) -> str | None:
+    """The file a row came from (its path relative to an image folder), or None for a table's row."""
+    return result.files[row] if result.files is not None else None
+
+
+def row_dict(row: RowReport, file: str | None = None) -> dict[str, Any]:
+    """One flagged row: position (and file), channels, score, reason, suggested label, checks behind it."""
+    where: dict[str, Any] = {"row": row.row} if file is None else {"row": row.row, "file": file}
     return {
-        "row": row.row,
+        **where,
         "channels": row.channels,
         "score": round(row.score, 4),
         "reason": row.reason,
@@ -55,19 +62,22 @@ def report_dict(
 ) -> dict[str, Any]:
     """The whole audit as JSON-ready data."""
     counts = channel_counts(result)
+    dataset: dict[str, Any] = {
+        "path": result.path,
+        "kind": result.kind,
+        "rows": result.n_rows,
+        "label": label,
+        "classes": result.classes,
+        "ignored_columns": ignored_columns or [],
+    }
+    if result.folder is not None:
+        dataset["image_folder"] = result.folder  # how the images were decoded, resized and skipped
     return {
         "format": REPORT_FORMAT,
         "schema_version": SCHEMA_VERSION,
         "tool": "bastion",
         "version": __version__,
-        "dataset": {
-            "path": result.path,
-            "kind": result.kind,
-            "rows": result.n_rows,
-            "label": label,
-            "classes": result.classes,
-            "ignored_columns": ignored_columns or [],
-        },
+        "dataset": dataset,
         "summary": {
             "flagged_rows": len(result.rows),
             "quarantine_rows": len(result.removed_rows),
@@ -79,7 +89,7 @@ def report_dict(
         },
         "sources": result.sources,
         "findings": [finding_dict(f) for f in sort_findings(result.findings)],
-        "rows": [row_dict(r) for r in result.rows],
+        "rows": [row_dict(r, row_file(result, r.row)) for r in result.rows],
         "lineage": lineage,
     }
 
@@ -113,7 +123,7 @@ def _headline(result: AuditResult) -> str:
 
 def render_table(result: AuditResult, **_: Any) -> str:
     """Plain text: headline, findings, then the most suspicious rows."""
-    lines = [_headline(result)]
+    lines = [_headline(result), *_folder_lines(result)]
     if result.findings:
         lines.append("")
         lines.append(f"{'SEVERITY':<9} {'RULE':<13} {'WHERE':<24} MESSAGE")
@@ -122,12 +132,16 @@ def render_table(result: AuditResult, **_: Any) -> str:
             lines.append(f"{f.severity.label:<9} {f.rule_id:<13} {where:<24} {f.message}")
     if result.rows:
         lines.append("")
-        lines.append(f"{'ROW':>8} {'SCORE':>5} {'CHANNELS':<24} {'SUGGEST':<10} REASON")
-        for row in _top_rows(result):
+        top = _top_rows(result)
+        files = {row.row: printable(row_file(result, row.row) or "") for row in top}
+        width = max([len("FILE"), *(len(name) for name in files.values())])
+        file_head = f" {'FILE':<{width}}" if result.files is not None else ""
+        lines.append(f"{'ROW':>8}{file_head} {'SCORE':>5} {'CHANNELS':<24} {'SUGGEST':<10} REASON")
+        for row in top:
             suggest = row.suggested_label or "-"
-            lines.append(
-                f"{row.row:>8} {row.score:>5.2f} {','.join(row.channels):<24} {suggest:<10} {row.reason}"
-            )
+            file = f" {files[row.row]:<{width}}" if result.files is not None else ""
+            channels = ",".join(row.channels)
+            lines.append(f"{row.row:>8}{file} {row.score:>5.2f} {channels:<24} {suggest:<10} {row.reason}")
         if len(result.rows) > TABLE_ROWS:
             lines.append(f"... {len(result.rows) - TABLE_ROWS} more; --format json lists every row")
     for source in result.sources:
@@ -136,6 +150,15 @@ def render_table(result: AuditResult, **_: Any) -> str:
             f"({100 * source['flagged_share']:.1f}%)"
         )
     return "\n".join(lines) + "\n"
+
+
+def _folder_lines(result: AuditResult) -> list[str]:
+    """How an image folder was read (one line), or nothing for other data."""
+    if result.folder is None:
+        return []
+    from bastion.data.audit.image_folder import folder_note
+
+    return [f"image folder: {folder_note(result.folder)}"]
 
 
 def _cell(value: Any) -> str:
@@ -147,6 +170,8 @@ def _cell(value: Any) -> str:
 def render_markdown(result: AuditResult, **_: Any) -> str:
     """Markdown for a pull request or a review ticket."""
     out = [f"# Data audit: `{result.path}`", "", _headline(result), ""]
+    if result.folder is not None:
+        out += [*_folder_lines(result), ""]
     if result.findings:
         out += ["## Findings", "", "| Severity | Rule | Where | Message |", "|---|---|---|---|"]
         for f in sort_findings(result.findings):
@@ -154,12 +179,21 @@ def render_markdown(result: AuditResult, **_: Any) -> str:
             out.append(f"| {_cell(f.severity.label)} | {_cell(f.rule_id)} | `{where}` | {_cell(f.message)} |")
         out.append("")
     if result.rows:
-        out += ["## Most suspicious rows", "", "| Row | Score | Channels | Suggested | Reason |"]
-        out.append("|---:|---:|---|---|---|")
+        with_files = result.files is not None
+        out += ["## Most suspicious rows", ""]
+        out.append(
+            "| Row | File | Score | Channels | Suggested | Reason |"
+            if with_files
+            else "| Row | Score | Channels | Suggested | Reason |"
+        )
+        out.append("|---:|---|---:|---|---|---|" if with_files else "|---:|---:|---|---|---|")
         for row in _top_rows(result):
             channels = _cell(", ".join(row.channels))
             suggest = _cell(row.suggested_label or "")
-            out.append(f"| {row.row} | {row.score:.2f} | {channels} | {suggest} | {_cell(row.reason)} |")
+            file = f" {_cell(printable(row_file(result, row.row) or ''))} |" if with_files else ""
+            out.append(
+                f"| {row.row} |{file} {row.score:.2f} | {channels} | {suggest} | {_cell(row.reason)} |"
+            )
         out.append("")
     if result.sources:
         out += ["## Sources", "", "| Source | Rows | Flagged | Share |", "|---|---:|---:|---:|"]

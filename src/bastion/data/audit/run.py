@@ -76,6 +76,9 @@ class AuditResult:
     sources: list[dict[str, Any]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     duration_s: float = 0.0
+    # An image folder's rows are files: each row's path relative to the folder, and how it was decoded.
+    files: list[str] | None = None
+    folder: dict[str, Any] | None = None
 
     @property
     def removed_rows(self) -> list[int]:
@@ -113,6 +116,10 @@ def run_audit(
     started = time.perf_counter()
     runners = _runners()
     result = AuditResult(path=data.path, kind=data.kind, n_rows=data.n_rows, classes=list(data.classes))
+    # Set by bastion.data.audit.image_folder.ImageFolderData; plain AuditData has neither.
+    files, folder = getattr(data, "files", None), getattr(data, "folder", None)
+    result.files = None if files is None else list(files)
+    result.folder = None if folder is None else dict(folder)
     flags: list[RowFlag] = []
     # The backdoor channel runs first: the rows it confirms are planted, and the label channel must not
     # learn from them (a trigger's relabelled rows would teach it that their source class is the target,
