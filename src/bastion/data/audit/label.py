@@ -486,7 +486,11 @@ def _confident_learning(labels: IntArray, probs: FloatArray) -> BoolArray:
         # cleanlab warns about classes with few rows; the flags are still defined, and tiny classes are
         # an expected input here.
         warnings.simplefilter("ignore")
-        mask = find_label_issues(labels, probs, filter_by="prune_by_noise_rate")
+        # n_jobs=1: by default cleanlab forks a multiprocessing pool per call (one worker per core). A fork
+        # from a process that runs threads (Ray's, a server's, BLAS pools) can copy a held lock into the
+        # child, which then waits forever: the test suite hung that way in pool shutdown after a real-Ray
+        # test. The per-class pruning is a few array passes, and cleanlab's results do not depend on n_jobs.
+        mask = find_label_issues(labels, probs, filter_by="prune_by_noise_rate", n_jobs=1)
     return np.asarray(mask, dtype=bool)
 
 
