@@ -74,15 +74,20 @@ nothing but images in class folders (and reasons.csv).
 """
 
 
-def _tolerance_arg(text: str) -> float:
-    """argparse type for ``--tolerance``: a finite number of accuracy points >= 0."""
+def _non_negative(text: str, unit: str) -> float:
+    """``text`` as a finite number >= 0 of ``unit``, or the argparse error that says what was expected."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of points, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number of {unit}, got {text!r}") from None
     if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a finite number of {unit} >= 0, got {text!r}")
     return value
+
+
+def _tolerance_arg(text: str) -> float:
+    """argparse type for ``--tolerance``: a finite number of accuracy points >= 0."""
+    return _non_negative(text, "points")
 
 
 # The same as bastion.data.validate.DEFAULT_RECIPE_TIMEOUT, which is not imported here: it would load numpy
@@ -92,13 +97,7 @@ RECIPE_TIMEOUT = 3600.0
 
 def _seconds_arg(text: str) -> float:
     """argparse type for ``--recipe-timeout``: a finite number of seconds >= 0 (0: no limit)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
-    return value
+    return _non_negative(text, "seconds")
 
 
 def _add_audit_options(cmd: argparse.ArgumentParser) -> None:

@@ -123,15 +123,20 @@ def check_outputs(path: Path, outputs: SanitizeOutputs, *, force: bool = False) 
                 )
     for role, target in named:
         option = OUTPUT_OPTIONS[role]
-        parent = target.parent if str(target.parent) else Path(".")
-        if not parent.is_dir():
-            raise UsageError(f"{option} {target}: directory {parent} does not exist")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise UsageError(f"{option} {target}: directory {parent} is not writable")
+        _check_parent(option, target)
         if target.is_dir():
             raise UsageError(f"{option} {target}: is a directory")
         if os.path.lexists(target) and not force:
             raise UsageError(f"{option} {target}: already exists; pass --force to replace it")
+
+
+def _check_parent(option: str, target: Path) -> None:
+    """UsageError unless the directory ``target`` would be written in exists and is writable."""
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{option} {target}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {target}: directory {parent} is not writable")
 
 
 FOLDER_ROLES = ("clean", "quarantine")
@@ -171,11 +176,7 @@ def check_folder_outputs(path: Path, outputs: SanitizeOutputs, *, force: bool = 
                 )
     for role, target, _ in named:
         option = OUTPUT_OPTIONS[role]
-        parent = target.parent if str(target.parent) else Path(".")
-        if not parent.is_dir():
-            raise UsageError(f"{option} {target}: directory {parent} does not exist")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise UsageError(f"{option} {target}: directory {parent} is not writable")
+        _check_parent(option, target)
         exists = os.path.lexists(target)
         if role in FOLDER_ROLES:
             if exists and (target.is_symlink() or not target.is_dir()):

@@ -78,9 +78,9 @@ def no_audit(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--manifest", "{d}/nodir/m.json"], "directory {d}/nodir does not exist"),
         (["-o", "{d}/out.parquet", "--quarantine", "{d}/q.jsonl"], "out.parquet: must end in .csv"),
         (["-o", "{d}/adir.csv"], "adir.csv: is a directory"),
-        (["--tolerance", "nan"], "--tolerance: expected a finite number >= 0"),
-        (["--tolerance", "-1"], "--tolerance: expected a finite number >= 0"),
-        (["--tolerance", "inf"], "--tolerance: expected a finite number >= 0"),
+        (["--tolerance", "nan"], "--tolerance: expected a finite number of points >= 0"),
+        (["--tolerance", "-1"], "--tolerance: expected a finite number of points >= 0"),
+        (["--tolerance", "inf"], "--tolerance: expected a finite number of points >= 0"),
     ],
 )
 def test_bad_requests_are_refused_before_any_work(
