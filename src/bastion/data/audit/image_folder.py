@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bastion.data.audit.base import AuditData
-from bastion.data.audit.load import from_arrays, in_memory_limit
+from bastion.data.audit.load import env_int, from_arrays, in_memory_limit
 from bastion.data.readers import IMAGE_SUFFIXES, one_line_reason, printable
 from bastion.errors import InputError
 
@@ -59,16 +59,7 @@ SKIPPED_EXAMPLES = 5
 
 def max_side() -> int:
     """The longest side images are resized to at most; ``BASTION_AUDIT_IMAGE_SIDE`` overrides it."""
-    raw = os.environ.get("BASTION_AUDIT_IMAGE_SIDE", "")
-    if not raw:
-        return DEFAULT_MAX_SIDE
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InputError(f"BASTION_AUDIT_IMAGE_SIDE: not a number: {raw!r}") from None
-    if value < 1:
-        raise InputError(f"BASTION_AUDIT_IMAGE_SIDE: must be at least 1, not {value}")
-    return value
+    return env_int("BASTION_AUDIT_IMAGE_SIDE", DEFAULT_MAX_SIDE, 1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,13 +26,23 @@ DEFAULT_IN_MEMORY_BYTES = 256 << 20
 NPZ_PEAK_FACTOR = 5
 
 
-def in_memory_limit() -> int:
-    """Largest file loaded whole; ``BASTION_AUDIT_IN_MEMORY_BYTES`` overrides it."""
-    raw = os.environ.get("BASTION_AUDIT_IN_MEMORY_BYTES", "")
+def env_int(name: str, default: int, minimum: int) -> int:
+    """The whole number in environment variable ``name`` (``default`` when unset), at least ``minimum``."""
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
     try:
-        return int(raw) if raw else DEFAULT_IN_MEMORY_BYTES
+        value = int(raw)
     except ValueError:
-        raise InputError(f"BASTION_AUDIT_IN_MEMORY_BYTES: not a number: {raw!r}") from None
+        raise InputError(f"{name}: not a number: {raw!r}") from None
+    if value < minimum:
+        raise InputError(f"{name}: must be at least {minimum}, not {value}")
+    return value
+
+
+def in_memory_limit() -> int:
+    """Largest file loaded whole; ``BASTION_AUDIT_IN_MEMORY_BYTES`` overrides it (0: stream every table)."""
+    return env_int("BASTION_AUDIT_IN_MEMORY_BYTES", DEFAULT_IN_MEMORY_BYTES, 0)
 
 
 def should_stream(path: Path) -> bool:
