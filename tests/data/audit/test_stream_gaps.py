@@ -15,24 +15,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+# The first hardening round's sizes, and its autouse fixture of 4 KB blocks (JSON blocks too): imported, it
+# applies here as well (pytest puts this directory on sys.path).
+from test_stream_hardening import CHUNK, FAST, ROWS, small_blocks  # noqa: F401
+
 from bastion.cli.main import main
 from bastion.data.audit import load, stream
-from bastion.data.audit.base import INTEGRITY, AuditOptions
+from bastion.data.audit.base import INTEGRITY
 from bastion.data.audit.load import check_npz_size, load_dataset, should_stream
 from bastion.data.audit.run import AuditResult, run_audit
 from bastion.data.audit.stream import stream_audit
 from bastion.errors import InputError, UsageError
-
-ROWS = 1_500
-CHUNK = 400
-FAST = AuditOptions(channels=(INTEGRITY,))
-
-
-@pytest.fixture(autouse=True)
-def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
-    # pyarrow types a CSV or JSON column from its first block; 4 KB blocks put the later rows of these small
-    # files in later blocks, as 4 MB blocks do on a large file.
-    monkeypatch.setattr(stream, "CSV_BLOCK_BYTES", 4096)
 
 
 def _table(rows: int = ROWS, seed: int = 0) -> pd.DataFrame:
