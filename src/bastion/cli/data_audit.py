@@ -345,14 +345,13 @@ def run_audit_command(args: argparse.Namespace) -> int:
 
     if args.output is not None:
         _check_report_path(args.output, [args.path, args.reference])
-    result, data, lineage = _audit(args)
-    ignored = data.ignored_columns if data is not None else []
+    result, _, lineage = _audit(args)
     # The event first: a store that cannot be written (a bad --db) then fails the run before any report
     # exists, rather than leaving a report of an audit the log never saw.
     record_event(args, "data.audited", _data_subject(lineage), _audit_payload(args, result, lineage))
     _write(
         args.output,
-        RENDERERS[args.format](result, label=args.label, lineage=lineage, ignored_columns=ignored),
+        RENDERERS[args.format](result, label=args.label, lineage=lineage),
     )
     worst = max((f.severity for f in result.findings), default=None)
     note(
@@ -456,8 +455,7 @@ def _run_sanitize(args: argparse.Namespace) -> int:
     wants_holdout = args.validate and args.holdout is not None
     result, data, audit_lineage = _audit(args, load_holdout if wants_holdout else None)
     audit_lineage["consumed"].update(from_manifest)
-    ignored = data.ignored_columns if data is not None else []
-    report_text = render_json(result, label=args.label, lineage=audit_lineage, ignored_columns=ignored)
+    report_text = render_json(result, label=args.label, lineage=audit_lineage)
     validation = None
     if args.validate:
         validation = _validate(args, result, data, holdouts[0] if holdouts else None)

@@ -58,7 +58,6 @@ def report_dict(
     *,
     label: str | None = None,
     lineage: dict[str, Any] | None = None,
-    ignored_columns: list[str] | None = None,
 ) -> dict[str, Any]:
     """The whole audit as JSON-ready data."""
     counts = channel_counts(result)
@@ -68,7 +67,7 @@ def report_dict(
         "rows": result.n_rows,
         "label": label,
         "classes": result.classes,
-        "ignored_columns": ignored_columns or [],
+        "ignored_columns": result.ignored_columns,
     }
     if result.folder is not None:
         dataset["image_folder"] = result.folder  # how the images were decoded, resized and skipped
@@ -123,7 +122,7 @@ def _headline(result: AuditResult) -> str:
 
 def render_table(result: AuditResult, **_: Any) -> str:
     """Plain text: headline, findings, then the most suspicious rows."""
-    lines = [_headline(result), *_folder_lines(result)]
+    lines = [_headline(result), *_input_lines(result)]
     if result.findings:
         lines.append("")
         lines.append(f"{'SEVERITY':<9} {'RULE':<13} {'WHERE':<24} MESSAGE")
@@ -152,13 +151,18 @@ def render_table(result: AuditResult, **_: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _folder_lines(result: AuditResult) -> list[str]:
-    """How an image folder was read (one line), or nothing for other data."""
-    if result.folder is None:
-        return []
-    from bastion.data.audit.image_folder import folder_note
+def _input_lines(result: AuditResult) -> list[str]:
+    """How an image folder was read, and the identifier columns left out (a line each), or nothing."""
+    lines = []
+    if result.folder is not None:
+        from bastion.data.audit.image_folder import folder_note
 
-    return [f"image folder: {folder_note(result.folder)}"]
+        lines.append(f"image folder: {folder_note(result.folder)}")
+    if result.ignored_columns:
+        # Said, not only done: a column the user thinks of as a feature must not vanish silently.
+        names = ", ".join(printable(name) for name in result.ignored_columns)
+        lines.append(f"left out as row identifiers (unique on every row): {names}")
+    return lines
 
 
 def _cell(value: Any) -> str:
@@ -170,8 +174,8 @@ def _cell(value: Any) -> str:
 def render_markdown(result: AuditResult, **_: Any) -> str:
     """Markdown for a pull request or a review ticket."""
     out = [f"# Data audit: `{result.path}`", "", _headline(result), ""]
-    if result.folder is not None:
-        out += [*_folder_lines(result), ""]
+    if result.folder is not None or result.ignored_columns:
+        out += [*_input_lines(result), ""]
     if result.findings:
         out += ["## Findings", "", "| Severity | Rule | Where | Message |", "|---|---|---|---|"]
         for f in sort_findings(result.findings):

@@ -79,6 +79,7 @@ class AuditResult:
     # An image folder's rows are files: each row's path relative to the folder, and how it was decoded.
     files: list[str] | None = None
     folder: dict[str, Any] | None = None
+    ignored_columns: list[str] = field(default_factory=list)  # row identifiers, left out of the audit
 
     @property
     def removed_rows(self) -> list[int]:
@@ -120,6 +121,7 @@ def run_audit(
     files, folder = getattr(data, "files", None), getattr(data, "folder", None)
     result.files = None if files is None else list(files)
     result.folder = None if folder is None else dict(folder)
+    result.ignored_columns = list(data.ignored_columns)
     flags: list[RowFlag] = []
     # The backdoor channel runs first: the rows it confirms are planted, and the label channel must not
     # learn from them (a trigger's relabelled rows would teach it that their source class is the target,

@@ -81,6 +81,10 @@ AGREE_GIVEN_MAX = 0.2
 BACKDOOR_SAMPLE_ROWS = 20_000
 # A reference (trusted) file is profiled from a sample of this many rows.
 REFERENCE_ROWS = 200_000
+# Identifier columns are judged as in memory (`load.identifier_columns`), which needs every row: pass 1 keeps
+# a 64-bit hash per row of each column that could be one, so at most this many are watched (8 bytes a row
+# each); a further unique text column stays a feature, as a column the encoder reads as categories.
+MAX_IDENTIFIER_CANDIDATES = 4
 # A class with fewer sample rows than this has no trustworthy model probability: its rows get no label flag
 # (the in-memory channel applies the same minimum to the whole table).
 MIN_CLASS_SAMPLE = label_channel.MIN_CLASS_ROWS
@@ -703,11 +707,106 @@ class _Reservoir:
 
 
 @dataclass(slots=True)
+class _IdentifierWatch:
+    """Columns that may only name rows, judged over the whole file as `load.identifier_columns` judges them.
+
+    A candidate is a column of the first chunk with no missing value that is unique there and either an
+    increasing integer sequence or text. Every later chunk must keep that up: no missing value, integers
+    above the last one seen, text not seen before (checked at the end on the kept value hashes). The row
+    hashes of pass 1 leave the candidates out, and each candidate's own value hashes are kept so that one
+    that turns out not to be an identifier is mixed back in (`row_hashes`) without a second pass.
+    """
+
+    integer: dict[str, float] = field(default_factory=dict)  # candidate -> its last value so far
+    text: list[str] = field(default_factory=list)
+    hashes: dict[str, list[UInt64Array]] = field(default_factory=dict)
+    failed: set[str] = field(default_factory=set)
+
+    @classmethod
+    def start(cls, table: Any, frame: pd.DataFrame) -> _IdentifierWatch:
+        """The candidates of the first chunk (``table`` as read, ``frame`` its feature columns)."""
+        import pyarrow as pa
+
+        watch = cls()
+        for name in frame.columns:
+            if len(watch.integer) + len(watch.text) >= MAX_IDENTIFIER_CANDIDATES:
+                break
+            series = frame[name]
+            if series.isna().any() or series.nunique() != len(series):
+                continue
+            if pa.types.is_integer(table.column(name).type) and series.is_monotonic_increasing:
+                watch.integer[str(name)] = -math.inf
+            elif not pd.api.types.is_numeric_dtype(
+                series
+            ):  # _feature_frame made bool and null columns floats
+                watch.text.append(str(name))
+        watch.hashes = {name: [] for name in watch.candidates}
+        return watch
+
+    @property
+    def candidates(self) -> list[str]:
+        """Every watched column, failed or not."""
+        return [*self.integer, *self.text]
+
+    def add(self, frame: pd.DataFrame) -> None:
+        """Check one chunk's values of each candidate and keep their hashes."""
+        from bastion.data.audit.integrity import frame_row_hashes
+
+        for name in self.candidates:
+            series = frame[name]
+            hashed = frame_row_hashes(frame[[name]])
+            self.hashes[name].append(hashed)
+            if name in self.failed:
+                continue
+            if series.isna().any():
+                self.failed.add(name)
+            elif name in self.integer:
+                values = series.to_numpy(dtype=np.float64)
+                if values[0] <= self.integer[name] or not bool(np.all(np.diff(values) > 0)):
+                    self.failed.add(name)
+                self.integer[name] = float(values[-1])
+            elif np.unique(hashed).size != hashed.size:
+                self.failed.add(name)
+
+    def finish(self, sample: pd.DataFrame | None, n_rows: int, n_features: int) -> list[str]:
+        """The identifier columns, once every chunk was added; the sample tells text from numbers."""
+        from bastion.data.audit.encode import MIXED_NUMERIC_SHARE, numeric_share
+
+        if n_rows < 2:  # one row is unique in every column: nothing tells an identifier apart
+            self.failed.update(self.candidates)
+        for name in self.text:
+            if name in self.failed:
+                continue
+            every = np.concatenate(self.hashes[name])
+            if np.unique(every).size != every.size:
+                self.failed.add(name)
+            elif sample is not None and numeric_share(sample[name]) >= MIXED_NUMERIC_SHARE:
+                self.failed.add(name)  # a measurement with stray words: the encoder names the word
+        found = [name for name in self.candidates if name not in self.failed]
+        if len(found) == n_features:
+            # As in memory: a table of nothing but identifiers is audited on them rather than on nothing.
+            self.failed.update(found)
+            found = []
+        return found
+
+    def row_hashes(self, hashes: UInt64Array) -> UInt64Array:
+        """Pass 1's row hashes with the value hashes of the candidates that are not identifiers mixed in."""
+        from bastion.data.audit.integrity import frame_row_hashes
+
+        mixed = [name for name in self.candidates if name in self.failed]
+        if not mixed:
+            return hashes
+        columns = {"rest": hashes, **{f"c{i}": np.concatenate(self.hashes[n]) for i, n in enumerate(mixed)}}
+        return frame_row_hashes(pd.DataFrame(columns))
+
+
+@dataclass(slots=True)
 class _FirstPass:
     """What pass 1 keeps: O(n) small arrays, counts and the sample."""
 
     n_rows: int
-    feature_columns: list[str]
+    feature_columns: list[str]  # without the identifier columns
+    identifiers: list[str]  # columns that only name rows, dropped as in memory
     label_is_numeric: bool
     class_index: dict[str, int]  # first-seen codes
     source_index: dict[str, int]
@@ -748,6 +847,7 @@ def _first_pass_with(
     offset = 0
     feature_columns: list[str] = []
     label_is_numeric = False
+    watch = _IdentifierWatch()
     for table in iter_chunks(path, chunk_rows, read):
         if offset == 0:
             names = [str(n) for n in table.column_names]
@@ -766,7 +866,10 @@ def _first_pass_with(
             raise named(path, exc) from None
         codes = _codes(_label_strings(table, label, path, offset), class_index)
         labels.append(codes)
-        hashes.append(frame_row_hashes(frame))
+        if offset == 0:
+            watch = _IdentifierWatch.start(table, frame)
+        watch.add(frame)
+        hashes.append(frame_row_hashes(frame.drop(columns=watch.candidates)))
         if source_column is not None:
             raw = table.column(source_column).to_pandas().astype("string").fillna("<missing>")
             sources.append(_codes(raw.to_numpy(dtype=object), source_index))
@@ -774,13 +877,17 @@ def _first_pass_with(
         offset += table.num_rows
     if offset == 0:
         raise InputError(f"{path}: no rows")
+    identifiers = watch.finish(sample.frame, offset, len(feature_columns))
+    if identifiers and sample.frame is not None:
+        sample.frame = sample.frame.drop(columns=identifiers)
     return _FirstPass(
         n_rows=offset,
-        feature_columns=feature_columns,
+        feature_columns=[name for name in feature_columns if name not in identifiers],
+        identifiers=identifiers,
         label_is_numeric=label_is_numeric,
         class_index=class_index,
         source_index=source_index,
-        hashes=np.concatenate(hashes),
+        hashes=watch.row_hashes(np.concatenate(hashes)),
         labels=np.concatenate(labels),
         sources=np.concatenate(sources) if sources else None,
         sample=sample,
@@ -1001,7 +1108,7 @@ def _fit_state(
     state = ChunkState(
         path=str(path),
         label=label,
-        drop=(label,) if source_column is None else (label, source_column),
+        drop=(*((label,) if source_column is None else (label, source_column)), *first.identifiers),
         classes=tuple(classes),
         encoder=encoder,
         channels=tuple(options.channels),
@@ -1040,6 +1147,8 @@ def _fit_state(
         from bastion.data.audit.drift import profile_frame
 
         ref = _reference_sample(reference, label, source_column, chunk_rows, options.seed)
+        # As in memory (`load.load_reference`), the data's identifier columns are not compared.
+        ref = ref.drop(columns=[name for name in first.identifiers if name in ref.columns])
         state = _replace(state, profiles=profile_frame(ref))
         info["reference"] = str(reference)
         info["reference_columns"] = [str(c) for c in ref.columns]
@@ -1695,6 +1804,7 @@ def stream_audit(
         # Rewritten in place with as many rows: pass 2 scored other rows than pass 1 hashed and sampled.
         raise InputError(f"{path}: the file changed while it was audited; audit it again once it is written")
     result = AuditResult(path=str(path), kind="tabular", n_rows=first.n_rows, classes=list(classes))
+    result.ignored_columns = list(first.identifiers)
     all_flags: list[RowFlag] = []
     for name in options.channels:
         channel: ChannelResult
