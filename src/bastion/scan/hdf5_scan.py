@@ -132,11 +132,12 @@ def scan_hdf5(source: Source, location: Location, ctx: ScanContext) -> None:
     try:
         source.stream.seek(0)
         h5 = h5py.File(source.stream, "r")
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, OverflowError) as exc:
+        # OverflowError: a superblock address beyond any offset (h5py's file-object driver cannot seek there).
         raise MalformedInput(f"not a readable HDF5 file ({exc})") from None
     with h5:
         try:
             _check_root(h5, location, ctx)
             _walk_objects(h5, location, ctx)
-        except (OSError, KeyError, RuntimeError) as exc:
+        except (OSError, KeyError, RuntimeError, OverflowError) as exc:
             raise MalformedInput(f"corrupt HDF5 structure ({exc})") from None
