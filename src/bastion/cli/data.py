@@ -25,7 +25,8 @@ HELP = """Training-data security: integrity manifests, poisoning audits, sanitiz
   bastion data sanitize DATA --label COLUMN [--validate] [--recipe mlp] [--sign-key KEY.pem]
 
 A manifest records each file's SHA-256 and, for CSV, JSONL, Parquet and NumPy files, a hash per row and
-a Merkle root over them; it is canonical JSON (RFC 8785) and may carry an Ed25519 signature.
+a Merkle root over them; it is canonical JSON (RFC 8785) and may carry an Ed25519 signature. A compressed
+CSV or JSONL file (NAME.csv.gz, .bz2, .zst) is hashed per row as the table inside, its SHA-256 as stored.
 Symlinks are recorded as links (their target text), never followed; one that leaves the dataset, dangles
 or loops is refused by fingerprint, as are FIFOs and devices, unreadable folders and names that are not
 UTF-8. --output may be a new file inside the dataset (it is left out of the manifest) but never the

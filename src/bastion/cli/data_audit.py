@@ -48,7 +48,8 @@ def _channels_arg(text: str) -> tuple[str, ...]:
 SANITIZE_HELP = """Audit DATA, then write the kept rows (CLEAN), the removed rows with their reasons (the
 quarantine, in DATA's format) and a manifest of CLEAN with a lineage record.
 
-Outputs: CLEAN and the quarantine must end in DATA's suffix. No two outputs (-o, --quarantine, --manifest,
+Outputs: CLEAN and the quarantine must end in DATA's suffix, compression included (DATA NAME.csv.gz gives
+NAME.clean.csv.gz and NAME.quarantine.csv.gz, compressed alike). No two outputs (-o, --quarantine, --manifest,
 --report) may be the same file, none may be DATA, and their directories must exist. An output that already
 exists is refused unless --force is given: a quarantine is evidence of what was removed and why, and the
 manifest and report describe one run, so nothing is replaced silently. Everything is checked before the
@@ -105,7 +106,8 @@ def _add_audit_options(cmd: argparse.ArgumentParser) -> None:
         "path",
         type=Path,
         metavar="DATA",
-        help="CSV, Parquet, JSONL table, .npz arrays, or an image folder DIR/<class>/<images>",
+        help="CSV, TSV, Parquet, JSONL table (the text ones also .gz, .bz2, .zst), .npz arrays, "
+        "or an image folder DIR/<class>/<images>",
     )
     cmd.add_argument(
         "--label",

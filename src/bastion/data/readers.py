@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import bz2
 import csv
 import datetime as dt
 import decimal
+import gzip
 import io
 import json
 import math
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import rfc8785
 
@@ -27,6 +30,15 @@ ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 MAX_ROW_BYTES = 64 << 20
 # The largest integer RFC 8785 (I-JSON) accepts: beyond it a double cannot hold every integer exactly.
 MAX_SAFE_INTEGER = 2**53 - 1
+# A text table may be stored compressed (NAME.csv.gz): its rows are read through streamed decompression.
+# gzip and bz2 come with Python; zstd is read by pyarrow (the `data` extra), whose codec every reader uses.
+COMPRESSION_BY_SUFFIX = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
+# Only text tables: Parquet and .npz compress inside their own format, and no reader here opens a .npz.gz.
+COMPRESSIBLE_SUFFIXES = frozenset({".csv", ".tsv", ".jsonl"})
+# What a corrupt or truncated stream raises: gzip's BadGzipFile and bz2's are OSError, like pyarrow's codec
+# errors; a stream cut short raises EOFError, a bad deflate block zlib.error.
+DECOMPRESSION_ERRORS = (OSError, EOFError, zlib.error)
+READ_BUFFER_BYTES = 1 << 20
 
 
 @dataclass(slots=True)
@@ -71,9 +83,94 @@ def printable(text: str, *, escape_backslash: bool = True) -> str:
     return "".join(out)
 
 
+def compression_of(path: Path) -> str | None:
+    """``gzip``, ``bz2`` or ``zstd`` for a compressed text table (``NAME.csv.gz``), else None."""
+    compression = COMPRESSION_BY_SUFFIX.get(path.suffix.lower())
+    if compression is None or Path(path.stem).suffix.lower() not in COMPRESSIBLE_SUFFIXES:
+        return None
+    return compression
+
+
+def format_suffix(path: Path) -> str:
+    """The suffix naming the table format, lower case: ``.csv`` for ``NAME.csv.gz`` as for ``NAME.csv``."""
+    if compression_of(path) is not None:
+        return Path(path.stem).suffix.lower()
+    return path.suffix.lower()
+
+
+def full_suffix(path: Path) -> str:
+    """The suffix as written, compression included: ``.csv.gz`` for ``NAME.csv.gz``, else ``path.suffix``."""
+    if compression_of(path) is not None:
+        return Path(path.stem).suffix + path.suffix
+    return path.suffix
+
+
+class TooLarge(InputError):
+    """A compressed file holds more data than the reader was allowed to decompress."""
+
+
+class _Decompressing(io.RawIOBase):
+    """A decompressed stream, up to ``limit`` bytes; its failures are one-line InputErrors naming the file."""
+
+    def __init__(self, path: Path, inner: Any, compression: str, limit: int | None) -> None:
+        super().__init__()
+        self._path, self._inner, self._compression, self._limit = path, inner, compression, limit
+        self._count = 0
+
+    def readable(self) -> bool:
+        """Always true: the stream is read only."""
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        """Decompress at most ``len(buffer)`` bytes into ``buffer`` (the codecs bound each call's output)."""
+        try:
+            data = self._inner.read(len(buffer))
+        except DECOMPRESSION_ERRORS as exc:
+            raise InputError(
+                f"{self._path}: not readable as {self._compression}-compressed data ({one_line_reason(exc)})"
+            ) from None
+        size = len(data)
+        buffer[:size] = data
+        self._count += size
+        if self._limit is not None and self._count > self._limit:
+            raise TooLarge(f"{self._path}: more than {self._limit} bytes once decompressed")
+        return size
+
+    def close(self) -> None:
+        """Close the decompressor and the file under it."""
+        if not self.closed:
+            self._inner.close()
+        super().close()
+
+
+def open_table(path: Path, limit: int | None = None) -> IO[bytes]:
+    """A binary handle on ``path``'s table bytes, decompressed as they are read when the name says so.
+
+    Decompression is streamed: each read inflates only what it returns, so memory stays bounded whatever
+    the ratio, and a corrupt or truncated stream raises a one-line InputError naming ``path`` when it is
+    met. ``limit``: raise :class:`TooLarge` once more decompressed bytes than that have been read.
+    """
+    compression = compression_of(path)
+    if compression is None:
+        return path.open("rb")
+    inner: Any
+    # Each opener's file is closed by _Decompressing.close, with the handle returned here.
+    if compression == "gzip":
+        inner = gzip.open(path, "rb")  # noqa: SIM115
+    elif compression == "bz2":
+        inner = bz2.open(path, "rb")  # noqa: SIM115
+    else:
+        # Opening reads nothing yet: a missing or unreadable file raises OSError, as path.open() would.
+        inner = _require("pyarrow", "zstd-compressed").input_stream(str(path), compression="zstd")
+    return io.BufferedReader(_Decompressing(path, inner, compression, limit), READ_BUFFER_BYTES)
+
+
 def detect_kind(path: Path) -> str:
-    """The reader for ``path`` by suffix: csv, jsonl, parquet, npy, npz, image or other."""
-    suffix = path.suffix.lower()
+    """The reader for ``path`` by suffix: csv, jsonl, parquet, npy, npz, image or other.
+
+    A compressed text table (``NAME.csv.gz``, ``.bz2``, ``.zst``) is of the kind of the table inside it.
+    """
+    suffix = format_suffix(path)
     if suffix in IMAGE_SUFFIXES:
         return "image"
     return KIND_BY_SUFFIX.get(suffix, "other")
@@ -97,7 +194,7 @@ def _lines(path: Path, newline: bytes = b"\n") -> Iterator[tuple[int, bytes]]:
     if newline != b"\n":
         yield from _split_lines(path, newline)
         return
-    with path.open("rb") as fh:
+    with open_table(path) as fh:
         for number, line in enumerate(iter(lambda: fh.readline(MAX_ROW_BYTES + 1), b""), start=1):
             if len(line) > MAX_ROW_BYTES:
                 raise InputError(f"{path}: line {number}: longer than {MAX_ROW_BYTES} bytes")
@@ -110,7 +207,7 @@ def _split_lines(path: Path, newline: bytes) -> Iterator[tuple[int, bytes]]:
     number = 0
     parts: list[bytes] = []
     size = 0
-    with path.open("rb") as fh:
+    with open_table(path) as fh:
         while chunk := fh.read(1 << 20):
             *ended, rest = chunk.split(newline)
             for piece in ended:
@@ -185,7 +282,7 @@ def csv_records(path: Path) -> Iterator[tuple[int, bytes]]:
 
 def _newline(path: Path) -> bytes:
     """``b"\\r"`` for a file whose header ends in a bare carriage return (classic Mac), else ``b"\\n"``."""
-    with path.open("rb") as fh:
+    with open_table(path) as fh:
         head = fh.readline(MAX_ROW_BYTES + 1)
     # A file that has a \n within its first record keeps \n line endings, so hashes of ordinary files never
     # depend on this guess; only a first line without any \n is searched for an unquoted \r.

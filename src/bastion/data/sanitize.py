@@ -4,7 +4,9 @@ Nothing is deleted: every removed row goes to a quarantine file in the input's f
 row number, channels, score and reason. CSV and JSONL clean files keep each kept record's original bytes
 (line endings included); a JSONL quarantine line wraps the parsed record as ``{"record": ...}``, so its
 JSON is re-serialised (key order kept, whitespace and number spelling normalised). Parquet and .npz are
-rewritten through their libraries.
+rewritten through their libraries. A compressed CSV or JSONL input (``NAME.csv.gz``, ``.bz2``, ``.zst``)
+gives outputs compressed the same way (``NAME.clean.csv.gz``), holding the same bytes once decompressed
+as a plain input's would; the manifest's row hashes, taken over the decompressed rows, are the same too.
 
 An image folder (DIR/<class>/<images>, see :mod:`bastion.data.audit.image_folder`) is sanitized into
 folders: the clean folder holds the kept images and the quarantine folder the removed ones, each copied
@@ -13,15 +15,17 @@ suggested label) in the quarantine; the manifest describes the clean folder. Fil
 images, hidden) are not copied. Neither output may be inside the input folder or contain it.
 
 Every output (clean data, quarantine, manifest, report) is checked before any work is done: no two may be
-the same file, none may be the input, the data outputs must carry the input's suffix, their directories
-must exist, and an existing file is replaced only with ``force``. Outputs are then written to temporary
-files and renamed into place together only when all of them are complete, so a failure never leaves a
-partial or mismatched set behind.
+the same file, none may be the input, the data outputs must carry the input's full suffix (``.csv.gz``
+for ``NAME.csv.gz``: the written bytes follow it), their directories must exist, and an existing file is
+replaced only with ``force``. Outputs are then written to temporary files and renamed into place together
+only when all of them are complete, so a failure never leaves a partial or mismatched set behind.
 """
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
 import io
 import json
 import os
@@ -38,7 +42,14 @@ import numpy as np
 
 from bastion.atomic import current_umask, same_file
 from bastion.data.audit.run import AuditResult, RowReport
-from bastion.data.readers import csv_records, one_line_reason
+from bastion.data.readers import (
+    compression_of,
+    csv_records,
+    format_suffix,
+    full_suffix,
+    one_line_reason,
+    open_table,
+)
 from bastion.errors import InputError, UsageError
 
 if TYPE_CHECKING:
@@ -78,7 +89,8 @@ class SanitizeOutputs:
                 manifest=where / f"{folder.name}.clean.manifest.json",
             )
         where = directory or path.parent
-        stem, suffix = path.stem, path.suffix
+        suffix = full_suffix(path)  # both suffixes of NAME.csv.gz, which Path.suffix would cut to .gz
+        stem = path.name[: len(path.name) - len(suffix)]
         return cls(
             clean=where / f"{stem}.clean{suffix}",
             quarantine=where / f"{stem}.quarantine{suffix}",
@@ -102,15 +114,15 @@ def check_outputs(path: Path, outputs: SanitizeOutputs, *, force: bool = False) 
     if path.is_dir():
         check_folder_outputs(path, outputs, force=force)
         return
-    suffix = path.suffix.lower()
-    if suffix not in SPLITTERS:
-        raise UsageError(f"{path}: sanitize writes {', '.join(SPLITTERS)} files, not {path.suffix or 'this'}")
+    _splitter(path, UsageError)
+    suffix = full_suffix(path)
     named = outputs.named()
     for role, target in named:
         option = OUTPUT_OPTIONS[role]
-        if role in ("clean", "quarantine") and target.suffix.lower() != suffix:
+        if role in ("clean", "quarantine") and full_suffix(target).lower() != suffix.lower():
+            written = _written_as(path)
             raise UsageError(
-                f"{option} {target}: must end in {path.suffix} like the input (it is written as {suffix[1:]})"
+                f"{option} {target}: must end in {suffix} like the input (it is written as {written})"
             )
         if same_file(target, path):
             raise UsageError(f"{option} {target}: an output would overwrite the input {path}")
@@ -225,9 +237,11 @@ class Staging:
         """A new temporary file in ``target``'s directory, to be renamed to ``target`` on commit."""
         directory = target.parent if str(target.parent) else Path(".")
         try:
-            # The temporary name keeps the target's suffix: the manifest fingerprints the staged file, and
-            # the row format is chosen by suffix.
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.tmp-", suffix=target.suffix, dir=directory)
+            # The temporary name keeps the target's suffix, both of NAME.csv.gz: the manifest fingerprints
+            # the staged file, and the row format and its compression are chosen by suffix.
+            suffix = full_suffix(target)
+            stem = target.name[: len(target.name) - len(suffix)]
+            fd, tmp = tempfile.mkstemp(prefix=f".{stem}.tmp-", suffix=suffix, dir=directory)
         except OSError as exc:
             raise InputError(f"{target}: cannot write it ({exc.strerror or exc})") from None
         self.pending.append((Path(tmp), target))
@@ -395,9 +409,9 @@ def _csv_raw_records(path: Path) -> Iterator[bytes]:
 
     ``csv_records`` joins a record's lines with ``\n`` and drops their endings; only the line number
     where each record starts is taken from it, and the bytes are re-read from the file, so CRLF files
-    and ``\r\n`` inside quoted fields come out unchanged.
+    and ``\r\n`` inside quoted fields come out unchanged. A compressed file's bytes are its decompressed ones.
     """
-    with path.open("rb") as source:
+    with open_table(path) as source:
         line = 0  # lines of ``source`` consumed so far
         current: list[bytes] = []
         for start, _ in csv_records(path):
@@ -421,7 +435,7 @@ def _ending(raw: bytes) -> tuple[bytes, bytes]:
 
 
 def _split_csv(path: Path, removed: dict[int, RowReport], staging: Staging, out: SanitizeOutputs) -> None:
-    with staging.open(out.clean) as clean, staging.open(out.quarantine) as quarantine:
+    with writing(staging, out.clean) as clean, writing(staging, out.quarantine) as quarantine:
         row = -1
         newline = b"\n"
         for raw in _csv_raw_records(path):
@@ -445,9 +459,9 @@ def _split_csv(path: Path, removed: dict[int, RowReport], staging: Staging, out:
 
 def _split_jsonl(path: Path, removed: dict[int, RowReport], staging: Staging, out: SanitizeOutputs) -> None:
     with (
-        path.open("rb") as source,
-        staging.open(out.clean) as clean,
-        staging.open(out.quarantine) as quarantine,
+        open_table(path) as source,
+        writing(staging, out.clean) as clean,
+        writing(staging, out.quarantine) as quarantine,
     ):
         row = 0
         for line in source:
@@ -524,13 +538,56 @@ def _split_npz(path: Path, removed: dict[int, RowReport], staging: Staging, out:
 
 
 SPLITTERS = {".csv": _split_csv, ".jsonl": _split_jsonl, ".parquet": _split_parquet, ".npz": _split_npz}
+# The formats whose splitters read and write through a codec; Parquet and .npz compress inside themselves.
+COMPRESSED_SPLITTERS = (".csv", ".jsonl")
+# gzip's own default level: the module's 9 took 1.7 times as long for 0.8% fewer bytes on a 17 MB CSV.
+GZIP_LEVEL = 6
+
+
+def _splitter(path: Path, error: type[InputError] | type[UsageError]) -> Any:
+    """The splitter for ``path``'s format, or ``error`` naming the formats sanitize writes."""
+    suffix = format_suffix(path)
+    splitter = SPLITTERS.get(suffix)
+    if splitter is None or (compression_of(path) is not None and suffix not in COMPRESSED_SPLITTERS):
+        raise error(
+            f"{path}: sanitize writes {', '.join(SPLITTERS)} files (.csv and .jsonl also as .gz, .bz2 or "
+            f".zst), not {full_suffix(path) or 'this'}"
+        )
+    return splitter
+
+
+def _written_as(path: Path) -> str:
+    """How the data outputs of ``path`` are written: ``csv``, or ``gzip-compressed csv``."""
+    compression = compression_of(path)
+    what = format_suffix(path)[1:]
+    return what if compression is None else f"{compression}-compressed {what}"
+
+
+@contextmanager
+def writing(staging: Staging, target: Path) -> Iterator[Any]:
+    """A staged file for ``target`` written through the compression its name says (none for NAME.csv)."""
+    compression = compression_of(target)
+    if compression == "zstd":
+        import pyarrow as pa  # its codec (the `data` extra) is the one every reader of a .zst table uses
+
+        with pa.output_stream(str(staging.temp_path(target)), compression="zstd") as stream:
+            yield stream
+        return
+    with staging.open(target) as raw:
+        if compression is None:
+            yield raw
+        elif compression == "gzip":
+            # No name and a zero time in the header: the same rows give the same bytes, whenever written.
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL, mtime=0) as fh:
+                yield fh
+        else:
+            with bz2.BZ2File(raw, "wb") as fh:
+                yield fh
 
 
 def split_dataset(path: Path, removed: list[RowReport], staging: Staging, outputs: SanitizeOutputs) -> None:
     """Stage the kept rows as ``outputs.clean``, the removed ones with reasons as ``outputs.quarantine``."""
-    splitter = SPLITTERS.get(path.suffix.lower())
-    if splitter is None:
-        raise InputError(f"{path}: sanitize writes {', '.join(SPLITTERS)} files, not {path.suffix or 'this'}")
+    splitter = _splitter(path, InputError)
     for role, target in outputs.named():
         if same_file(target, path):
             raise InputError(f"{OUTPUT_OPTIONS[role]} {target}: an output would overwrite the input {path}")

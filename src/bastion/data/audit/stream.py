@@ -51,7 +51,7 @@ from bastion.data.audit.base import (
 from bastion.data.audit.encode import TableEncoder, check_finite
 from bastion.data.audit.load import TABLE_SUFFIXES, check_unique_columns, named
 from bastion.data.audit.run import AuditResult, join_flags
-from bastion.data.readers import one_line_reason
+from bastion.data.readers import compression_of, format_suffix, one_line_reason, open_table
 from bastion.errors import InputError, UsageError
 from bastion.findings import Finding, Location, Severity, sort_findings
 from bastion.rules import get_rule
@@ -203,10 +203,10 @@ def _csv_error(path: Path, exc: BaseException, schema: Any, read: CsvRead, rows:
 
 
 def _batches(path: Path, read: CsvRead) -> Iterator[Any]:
-    """Record batches of ``path`` as pyarrow reads them."""
+    """Record batches of ``path`` as pyarrow reads them (a compressed CSV or JSON file decompressed)."""
     import pyarrow as pa
 
-    suffix = path.suffix.lower()
+    suffix = format_suffix(path)
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -229,7 +229,7 @@ def _batches(path: Path, read: CsvRead) -> Iterator[Any]:
     schema = reader = source = None
     rows = 0
     try:
-        source = pa.OSFile(str(path))
+        source = _arrow_source(path)
         reader = pacsv.open_csv(
             source,
             read_options=pacsv.ReadOptions(block_size=read.block_bytes),
@@ -254,7 +254,7 @@ def _batches(path: Path, read: CsvRead) -> Iterator[Any]:
             yield batch
             rows += batch.num_rows
     except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise _csv_error(path, exc, schema, read, rows) from None
+        raise (_codec_error(path, exc) or _csv_error(path, exc, schema, read, rows)) from None
     finally:
         # pyarrow's CSV reader keeps a file it opened by name until the reader is freed, and an error's
         # traceback keeps this frame: the file stayed open until the garbage collector ran.
@@ -262,6 +262,28 @@ def _batches(path: Path, read: CsvRead) -> Iterator[Any]:
             reader.close()
         if source is not None:
             source.close()
+
+
+def _arrow_source(path: Path) -> Any:
+    """``path`` opened for pyarrow's CSV and JSON readers, decompressed as it is read when compressed."""
+    import pyarrow as pa
+
+    compression = compression_of(path)
+    if compression is None:
+        return pa.OSFile(str(path))
+    # A compressed input stream inflates a bounded piece per read (and the readers take blocks of
+    # CsvRead.block_bytes), so a file that expands a thousandfold is read in the same memory as any other.
+    return pa.input_stream(str(path), compression=compression)
+
+
+def _codec_error(path: Path, exc: BaseException) -> InputError | None:
+    """The one-line error for a compressed file whose data does not decompress; None for other failures."""
+    # pyarrow's codecs fail with a bare OSError (a truncated stream, a bad block or header); its parse
+    # errors are ArrowInvalid, a ValueError, and keep their own messages.
+    compression = compression_of(path)
+    if compression is None or not isinstance(exc, OSError):
+        return None
+    return InputError(f"{path}: not readable as {compression}-compressed data ({one_line_reason(exc)})")
 
 
 def _ragged_row(path: Path, expected: int, got: int, text: str, start: int) -> InputError:
@@ -285,17 +307,18 @@ def _find_ragged(path: Path, expected: int, start: int) -> tuple[int, int] | Non
     """(data row, line of the file) of the first row from ``start`` without ``expected`` fields, if found."""
     import csv
 
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    delimiter = "\t" if format_suffix(path) == ".tsv" else ","
 
     def lines(fh: Any) -> Iterator[str]:
         budget = RAGGED_SCAN_BYTES
-        for raw in fh:
+        # No line is read past the budget left: a small compressed file can inflate to one endless line.
+        while raw := fh.readline(budget + 1):
             budget -= len(raw)
             if budget < 0:
                 return
             yield raw.decode("utf-8", errors="replace")
 
-    with path.open("rb") as fh:
+    with open_table(path) as fh:  # decompressed; the budget counts the table's bytes
         reader = csv.reader(lines(fh), delimiter=delimiter)
         row = -1  # the header is the first non-blank record; pyarrow skips blank lines, as here
         try:
@@ -325,11 +348,12 @@ def _json_batches(path: Path, read: CsvRead) -> Iterator[Any]:
     import pyarrow.json as pajson
 
     rows = 0
-    reader = None
+    reader = source = None
     try:
         explicit = pa.schema(list(read.column_types)) if read.column_types else None
+        source = _arrow_source(path)
         reader = pajson.open_json(
-            path,
+            source,
             read_options=pajson.ReadOptions(block_size=read.block_bytes),
             parse_options=pajson.ParseOptions(
                 explicit_schema=explicit, unexpected_field_behavior="error" if explicit else "infer"
@@ -351,10 +375,12 @@ def _json_batches(path: Path, read: CsvRead) -> Iterator[Any]:
             yield _text_numbers(path, batch, read)
             rows += batch.num_rows
     except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise _json_error(path, exc, read, rows) from None
+        raise (_codec_error(path, exc) or _json_error(path, exc, read, rows)) from None
     finally:
         if reader is not None:  # as for a CSV: not left open until the garbage collector runs
             reader.close()
+        if source is not None:
+            source.close()
 
 
 def _json_error(path: Path, exc: BaseException, read: CsvRead, rows: int) -> InputError:
@@ -451,7 +477,7 @@ def _json_new_key(path: Path, read: CsvRead, start: int) -> InputError:
     known = {name for name, _ in read.column_types}
     budget = read.block_bytes
     row = 0
-    with path.open("rb") as fh:
+    with open_table(path) as fh:
         for raw in fh:
             if not raw.strip():
                 continue
@@ -479,7 +505,7 @@ def _broken_json_line(path: Path, row: int) -> str | None:
     """Why data row ``row`` (blank lines skipped) of a JSON-lines file is not JSON alone; None if it is."""
     import json
 
-    with path.open("rb") as fh:
+    with open_table(path) as fh:
         lines = (raw for raw in fh if raw.strip())
         for index, raw in enumerate(lines):
             if index == row:
@@ -560,10 +586,19 @@ def _check_flat(path: Path, batch: Any, offset: int) -> None:
 def _check_path(path: Path) -> None:
     if not path.exists():
         raise InputError(f"{path}: no such file")
-    if path.is_dir() or path.suffix.lower() not in TABLE_SUFFIXES:
-        raise InputError(f"{path}: streaming needs a .csv, .tsv, .jsonl or .parquet file")
+    if path.is_dir() or format_suffix(path) not in TABLE_SUFFIXES:
+        raise InputError(
+            f"{path}: streaming needs a .csv, .tsv, .jsonl or .parquet file "
+            "(the first three also compressed: .gz, .bz2 or .zst)"
+        )
     if path.stat().st_size == 0:
         raise InputError(f"{path}: the file is empty")
+    if compression_of(path) is not None:
+        # A file that is not of its compression fails here, before a pass starts, and an empty table inside
+        # a valid stream (a few bytes of gzip) is named as empty like an empty file.
+        with open_table(path) as fh:
+            if not fh.read(1):
+                raise InputError(f"{path}: the file is empty once decompressed")
 
 
 def _file_state(path: Path) -> tuple[int, int, int, int]:
