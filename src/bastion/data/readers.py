@@ -165,6 +165,15 @@ def open_table(path: Path, limit: int | None = None) -> IO[bytes]:
     return io.BufferedReader(_Decompressing(path, inner, compression, limit), READ_BUFFER_BYTES)
 
 
+def file_state(path: Path) -> tuple[int, int, int, int]:
+    """What tells a rewritten file from the one read before: its identity, size and modification time."""
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
 def detect_kind(path: Path) -> str:
     """The reader for ``path`` by suffix: csv, jsonl, parquet, npy, npz, image or other.
 

@@ -45,6 +45,7 @@ from bastion.data.audit.run import AuditResult, RowReport
 from bastion.data.readers import (
     compression_of,
     csv_records,
+    file_state,
     format_suffix,
     full_suffix,
     one_line_reason,
@@ -655,6 +656,7 @@ def write_sanitized(
     key: Ed25519PrivateKey | None = None,
     report: bytes | None = None,
     force: bool = False,
+    unchanged_since: tuple[int, int, int, int] | None = None,
 ) -> Manifest:
     """Split ``path`` by the audit's quarantine rows and write the clean data's manifest with lineage.
 
@@ -662,7 +664,9 @@ def write_sanitized(
     audit report's digest), the digests of the clean and quarantine files produced (the Merkle roots of
     the folders for an image folder), and ``parameters``. It is signed when ``key`` is given. ``report``
     (when given) is written to ``outputs.report``. All outputs are checked first (:func:`check_outputs`),
-    staged, and renamed into place together at the end.
+    staged, and renamed into place together at the end. ``unchanged_since``: the input's
+    :func:`~bastion.data.readers.file_state` when the audit began; if the file was rewritten since, the
+    audit's rows are not its rows, and nothing is written.
     """
     from bastion.data.lineage import file_digest, lineage_record
     from bastion.data.manifest import FileEntry, Manifest, build_manifest, dataset_root, fingerprint_file
@@ -686,6 +690,9 @@ def write_sanitized(
             }
         else:
             split_dataset(path, removed, staging, outputs)
+            if unchanged_since is not None and file_state(path) != unchanged_since:
+                # Checked once the rows are copied: an edit during the copy is caught too.
+                raise InputError(f"{path}: the file changed since it was audited; audit it again")
             clean_tmp, quarantine_tmp = staging.temp_for(outputs.clean), staging.temp_for(outputs.quarantine)
             produced = {"clean": file_digest(clean_tmp), "quarantine": file_digest(quarantine_tmp)}
             # Fingerprinted while still staged, under the name it will have: the manifest and the data it

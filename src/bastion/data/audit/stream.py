@@ -51,7 +51,7 @@ from bastion.data.audit.base import (
 from bastion.data.audit.encode import TableEncoder, check_finite
 from bastion.data.audit.load import TABLE_SUFFIXES, check_unique_columns, named
 from bastion.data.audit.run import AuditResult, join_flags
-from bastion.data.readers import compression_of, format_suffix, one_line_reason, open_table
+from bastion.data.readers import compression_of, file_state, format_suffix, one_line_reason, open_table
 from bastion.errors import InputError, UsageError
 from bastion.findings import Finding, Location, Severity, sort_findings
 from bastion.rules import get_rule
@@ -599,15 +599,6 @@ def _check_path(path: Path) -> None:
         with open_table(path) as fh:
             if not fh.read(1):
                 raise InputError(f"{path}: the file is empty once decompressed")
-
-
-def _file_state(path: Path) -> tuple[int, int, int, int]:
-    """What tells a rewritten file from the one read before: its identity, size and modification time."""
-    try:
-        stat = path.stat()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read it: {exc.strerror or exc}") from None
-    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _check_columns(path: Path, names: list[str], label: str, source_column: str | None) -> None:
@@ -1796,7 +1787,7 @@ def stream_audit(
     started = time.perf_counter()
     path = Path(path)
     _check_path(path)
-    before = _file_state(path)
+    before = file_state(path)
     by_channel: dict[str, list[RowFlag]] = {LABEL: [], OUTLIER: [], BACKDOOR: []}
     pairs: dict[tuple[int, int], int] = {}
     carriers: dict[int, int] = {}
@@ -1835,7 +1826,7 @@ def stream_audit(
                 drift_counts[column] = drift_counts[column] + counts if column in drift_counts else counts
     if seen != first.n_rows:
         raise InputError(f"{path}: the file changed while it was audited ({first.n_rows} then {seen} rows)")
-    if _file_state(path) != before:
+    if file_state(path) != before:
         # Rewritten in place with as many rows: pass 2 scored other rows than pass 1 hashed and sampled.
         raise InputError(f"{path}: the file changed while it was audited; audit it again once it is written")
     result = AuditResult(path=str(path), kind="tabular", n_rows=first.n_rows, classes=list(classes))
