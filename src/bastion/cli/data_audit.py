@@ -228,7 +228,7 @@ def _audit(
     from bastion.data.audit.load import load_dataset, load_reference, should_stream
     from bastion.data.audit.run import run_audit
     from bastion.data.lineage import dataset_digest, dataset_identity, lineage_record
-    from bastion.data.readers import file_state
+    from bastion.data.readers import dataset_state
 
     _require_audit_extra()
     path: Path = args.path
@@ -241,7 +241,7 @@ def _audit(
         )
     # Taken before anything reads the file: the fingerprint recorded below is taken after the audit, and
     # must name the bytes the audit saw.
-    before = file_state(path) if path.is_file() else None
+    before = dataset_state(path)
     streaming = args.stream or should_stream(path)
     if streaming and args.text_column is not None:
         raise UsageError("--text-column: text is embedded in memory; the streaming audit reads tables only")
@@ -285,8 +285,11 @@ def _audit(
             )
         result = run_audit(data, options, reference)
         consumed.update(dataset_identity(path))
-    if before is not None and file_state(path) != before:
-        raise InputError(f"{path}: the file changed while it was audited; audit it again once it is written")
+    if dataset_state(path) != before:
+        what = "folder" if path.is_dir() else "file"
+        raise InputError(
+            f"{path}: the {what} changed while it was audited; audit it again once it is written"
+        )
     if args.reference is not None:
         consumed["reference"] = dataset_digest(args.reference)
     parameters = {"label": args.label, "channels": list(options.channels), "seed": args.seed}
@@ -448,7 +451,7 @@ def run_sanitize_command(args: argparse.Namespace) -> int:
 
 def _run_sanitize(args: argparse.Namespace) -> int:
     from bastion.data.audit.report import render_json
-    from bastion.data.readers import file_state
+    from bastion.data.readers import dataset_state
     from bastion.data.sanitize import write_sanitized
     from bastion.data.signing import load_private_key
 
@@ -462,7 +465,7 @@ def _run_sanitize(args: argparse.Namespace) -> int:
         holdouts.append(_load_holdout(args, data))
 
     wants_holdout = args.validate and args.holdout is not None
-    source_state = file_state(args.path) if args.path.is_file() else None
+    source_state = dataset_state(args.path) if args.path.exists() else None
     result, data, audit_lineage = _audit(args, load_holdout if wants_holdout else None)
     audit_lineage["consumed"].update(from_manifest)
     report_text = render_json(result, label=args.label, lineage=audit_lineage)

@@ -10,6 +10,7 @@ import gzip
 import io
 import json
 import math
+import os
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -172,6 +173,30 @@ def file_state(path: Path) -> tuple[int, int, int, int]:
     except OSError as exc:
         raise InputError(f"{path}: cannot read it: {exc.strerror or exc}") from None
     return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+DatasetState = tuple[tuple[str, tuple[int, int, int, int]], ...]
+
+
+def dataset_state(path: Path) -> DatasetState:
+    """`file_state` of a file, or of every entry under a folder by relative path (links not followed).
+
+    Cheap (a stat per file), so it is taken before a dataset is read and compared after: an image edited
+    in place keeps the folder's listing, and only its own state shows the change.
+    """
+    if not path.is_dir():
+        return (("", file_state(path)),)
+    entries = []
+    for folder, _, names in os.walk(path, followlinks=False):
+        for name in names:
+            entry = Path(folder) / name
+            try:
+                stat = entry.lstat()
+            except OSError as exc:
+                raise InputError(f"{entry}: cannot read it: {exc.strerror or exc}") from None
+            state = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+            entries.append((entry.relative_to(path).as_posix(), state))
+    return tuple(sorted(entries))
 
 
 def detect_kind(path: Path) -> str:

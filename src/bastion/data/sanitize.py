@@ -43,9 +43,10 @@ import numpy as np
 from bastion.atomic import current_umask, same_file
 from bastion.data.audit.run import AuditResult, RowReport
 from bastion.data.readers import (
+    DatasetState,
     compression_of,
     csv_records,
-    file_state,
+    dataset_state,
     format_suffix,
     full_suffix,
     one_line_reason,
@@ -646,6 +647,14 @@ def split_image_folder(
         raise InputError(f"{path}: cannot write the sanitized folder: {one_line_reason(exc)}") from None
 
 
+def _check_unchanged(path: Path, before: DatasetState | None) -> None:
+    """InputError when ``path`` is no longer as it was ``before`` the audit read it."""
+    # Checked once the rows are copied, so an edit during the copy is caught too.
+    if before is not None and dataset_state(path) != before:
+        what = "folder" if path.is_dir() else "file"
+        raise InputError(f"{path}: the {what} changed since it was audited; audit it again")
+
+
 def write_sanitized(
     path: Path,
     result: AuditResult,
@@ -656,7 +665,7 @@ def write_sanitized(
     key: Ed25519PrivateKey | None = None,
     report: bytes | None = None,
     force: bool = False,
-    unchanged_since: tuple[int, int, int, int] | None = None,
+    unchanged_since: DatasetState | None = None,
 ) -> Manifest:
     """Split ``path`` by the audit's quarantine rows and write the clean data's manifest with lineage.
 
@@ -665,7 +674,7 @@ def write_sanitized(
     the folders for an image folder), and ``parameters``. It is signed when ``key`` is given. ``report``
     (when given) is written to ``outputs.report``. All outputs are checked first (:func:`check_outputs`),
     staged, and renamed into place together at the end. ``unchanged_since``: the input's
-    :func:`~bastion.data.readers.file_state` when the audit began; if the file was rewritten since, the
+    :func:`~bastion.data.readers.dataset_state` when the audit began; if a file was rewritten since, the
     audit's rows are not its rows, and nothing is written.
     """
     from bastion.data.lineage import file_digest, lineage_record
@@ -680,6 +689,7 @@ def write_sanitized(
         entries: tuple[FileEntry, ...]
         if path.is_dir():
             split_image_folder(path, result.files, removed, staging, outputs)
+            _check_unchanged(path, unchanged_since)
             clean_tmp, quarantine_tmp = staging.temp_for(outputs.clean), staging.temp_for(outputs.quarantine)
             # Paths in a folder's manifest are relative to it, so the staged folder's manifest is the final
             # one's: the manifest and the data it describes are committed together or not at all.
@@ -690,9 +700,7 @@ def write_sanitized(
             }
         else:
             split_dataset(path, removed, staging, outputs)
-            if unchanged_since is not None and file_state(path) != unchanged_since:
-                # Checked once the rows are copied: an edit during the copy is caught too.
-                raise InputError(f"{path}: the file changed since it was audited; audit it again")
+            _check_unchanged(path, unchanged_since)
             clean_tmp, quarantine_tmp = staging.temp_for(outputs.clean), staging.temp_for(outputs.quarantine)
             produced = {"clean": file_digest(clean_tmp), "quarantine": file_digest(quarantine_tmp)}
             # Fingerprinted while still staged, under the name it will have: the manifest and the data it

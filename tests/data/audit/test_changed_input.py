@@ -94,3 +94,36 @@ def test_sanitize_of_an_unchanged_file_still_writes(
     assert len(quarantined) >= 5  # most of the ten flipped rows
     assert len(pd.read_csv(tmp_path / "d.clean.csv")) + len(quarantined) == ROWS
     assert json.loads((tmp_path / "d.clean.manifest.json").read_text())["lineage"][0]["step"] == "sanitize"
+
+
+def _folder(root: Path) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for cls, level in (("dark", 40), ("light", 200)):
+        (root / cls).mkdir(parents=True)
+        for i in range(30):
+            pixels = np.clip(rng.normal(level, 20, (8, 8)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / cls / f"{i:03d}.png")
+    return root
+
+
+def test_sanitize_of_a_folder_whose_image_is_edited_in_place_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The listing (names) stays the same, so only the image's own state tells the edit.
+    data = _folder(tmp_path / "images")
+    real = sanitize.split_image_folder
+
+    def split_then_edit(path: Path, *args: Any) -> None:
+        real(path, *args)
+        _edit(path / "dark" / "007.png")
+
+    monkeypatch.setattr(sanitize, "split_image_folder", split_then_edit)
+    code, err = _run(["data", "sanitize", str(data), "--label", "class", "--format", "json"], capsys)
+    assert code == 2
+    assert (
+        err.splitlines()[-1]
+        == f"bastion: error: {data}: the folder changed since it was audited; audit it again"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]
