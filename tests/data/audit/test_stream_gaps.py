@@ -171,7 +171,7 @@ def test_ray_start_failure_names_the_address(tmp_path: Path, monkeypatch: pytest
 
 
 def test_real_ray_with_a_bad_address_is_a_usage_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     # An address Ray cannot parse fails at once; an unreachable host:port makes Ray retry for minutes in
     # ray.init itself, which the fake above stands for.
@@ -191,6 +191,8 @@ def test_real_ray_with_a_bad_address_is_a_usage_error(
     )
     assert len(message.splitlines()) == 1
     assert not ray.is_initialized()
+    # Ray's own INFO line ("Using address ... set in the environment variable") no longer precedes it.
+    assert "INFO" not in capfd.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ of the rows, so the sample holds that share of its carriers, and each trigger it
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -1547,7 +1548,8 @@ class _Backend:
         existing = address not in ("", "local")
         sizing = {} if existing else {"num_cpus": self.workers}
         try:
-            ray.init(include_dashboard=False, log_to_driver=False, **sizing)
+            # WARNING: Ray logs its connection attempts at INFO on stderr, ahead of our own one-line error.
+            ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, **sizing)
         except Exception as exc:  # Ray raises ValueError, ConnectionError, RuntimeError... as it goes
             if ray.is_initialized():
                 ray.shutdown()
