@@ -1,4 +1,4 @@
-"""Identifier columns are left out of a streamed audit exactly as they are in memory."""
+"""A streamed audit treats identifier columns and integers beyond float64 exactly as the in-memory one."""
 
 from __future__ import annotations
 
@@ -163,3 +163,36 @@ def test_the_json_report_names_the_ignored_columns_when_streamed(
     assert [row["row"] for row in report["rows"] if "exact-duplicate" in json.dumps(row)] == [1_300]
     main(["data", "audit", str(path), "--label", "label", "--channels", "integrity"])
     assert "left out as row identifiers (unique on every row): id" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Integers above 2**53, which a float64 cannot all hold.
+
+BIG = 2**60
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_large_integers_one_apart_are_not_copies(tmp_path: Path, suffix: str) -> None:
+    frame = _table()
+    rng = np.random.default_rng(3)
+    frame["h"] = (BIG + rng.integers(0, 2**40, ROWS)).astype(np.int64)  # unsorted: a feature, not an id
+    frame.loc[1_300, ["a", "b", "label"]] = frame.loc[5, ["a", "b", "label"]]
+    frame.loc[1_300, "h"] = frame.loc[5, "h"] + 1  # the same float64, another integer
+    frame.loc[1_400] = frame.loc[6]  # a true copy, big integer included
+    path = tmp_path / f"d{suffix}"
+    frame.to_parquet(path) if suffix == ".parquet" else frame.to_csv(path, index=False)
+    assert float(frame.loc[1_300, "h"]) == float(frame.loc[5, "h"])
+    streamed, memory = _both(path)
+    assert streamed.ignored_columns == memory.ignored_columns == []
+    assert _duplicates(streamed) == _duplicates(memory) == [1_400]
+
+
+def test_a_sequence_of_large_integers_one_apart_is_an_identifier(tmp_path: Path) -> None:
+    # Snowflake-like ids: sorted, above 2**53, neighbours one apart (same float64): increasing as integers.
+    frame = _with_copy(_table())
+    frame.insert(0, "id", BIG + np.arange(ROWS, dtype=np.int64))
+    path = tmp_path / "d.csv"
+    frame.to_csv(path, index=False)
+    streamed, memory = _both(path)
+    assert streamed.ignored_columns == memory.ignored_columns == ["id"]
+    assert _duplicates(streamed) == _duplicates(memory) == [1_300]

@@ -627,7 +627,9 @@ def _feature_frame(table: Any, drop: tuple[str, ...]) -> pd.DataFrame:
         # Null: a column empty in the whole chunk, numeric until a value says otherwise.
         numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_null)
         if any(test(kind) for test in numeric):
-            column = pc.cast(column, pa.float64())
+            # Unsafe: an integer above 2**53 becomes its nearest float (as pandas' astype does) rather than an
+            # error; the row hashes add its low bits back (`_integer_low_bits`).
+            column = pc.cast(column, pa.float64(), safe=False)
         elif pa.types.is_nested(kind) or (
             pa.types.is_dictionary(kind) and pa.types.is_nested(kind.value_type)
         ):
@@ -643,6 +645,42 @@ def _feature_frame(table: Any, drop: tuple[str, ...]) -> pd.DataFrame:
     )
     frame.index = pd.RangeIndex(table.num_rows)
     return frame
+
+
+# `_feature_frame` makes integers float64, which holds every integer up to 2**53 only: two larger ones a few
+# units apart become one float, and their rows would hash as copies. Their low bits are hashed beside the
+# float: integers with the same float64 differ by less than 2**12 (below 2**64), so both together tell every
+# pair apart, as the in-memory audit's int64 columns do.
+LOW_BITS = 1 << 20
+
+
+def _integers(table: Any, name: str) -> npt.NDArray[Any] | None:
+    """Column ``name`` of ``table`` as integers when pyarrow read it as integers without a gap, else None."""
+    import pyarrow as pa
+
+    column = table.column(name)
+    if not pa.types.is_integer(column.type) or column.null_count:
+        return None
+    return np.asarray(column.to_numpy(zero_copy_only=False))
+
+
+def _increasing(values: npt.NDArray[Any]) -> bool:
+    """Whether every value is above the one before (compared, not subtracted: uint64 would wrap)."""
+    return bool(np.all(values[1:] > values[:-1]))
+
+
+def _integer_low_bits(table: Any, columns: list[str]) -> pd.DataFrame:
+    """``value mod LOW_BITS`` of each integer column among ``columns`` (0 where missing), for row hashes."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    low: dict[str, npt.NDArray[np.int64]] = {}
+    for name in columns:
+        column = table.column(name)
+        if pa.types.is_integer(column.type):
+            values = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
+            low[f"{name}\x00low"] = np.asarray(values % LOW_BITS, dtype=np.int64)
+    return pd.DataFrame(low, index=pd.RangeIndex(table.num_rows))
 
 
 def _check_finite_frame(frame: pd.DataFrame, offset: int) -> None:
@@ -744,7 +782,7 @@ class _IdentifierWatch:
     that turns out not to be an identifier is mixed back in (`row_hashes`) without a second pass.
     """
 
-    integer: dict[str, float] = field(default_factory=dict)  # candidate -> its last value so far
+    integer: dict[str, int | None] = field(default_factory=dict)  # candidate -> its last value so far
     text: list[str] = field(default_factory=list)
     hashes: dict[str, list[UInt64Array]] = field(default_factory=dict)
     failed: set[str] = field(default_factory=set)
@@ -752,20 +790,20 @@ class _IdentifierWatch:
     @classmethod
     def start(cls, table: Any, frame: pd.DataFrame) -> _IdentifierWatch:
         """The candidates of the first chunk (``table`` as read, ``frame`` its feature columns)."""
-        import pyarrow as pa
-
         watch = cls()
         for name in frame.columns:
             if len(watch.integer) + len(watch.text) >= MAX_IDENTIFIER_CANDIDATES:
                 break
             series = frame[name]
-            if series.isna().any() or series.nunique() != len(series):
+            if series.isna().any():
                 continue
-            if pa.types.is_integer(table.column(name).type) and series.is_monotonic_increasing:
-                watch.integer[str(name)] = -math.inf
-            elif not pd.api.types.is_numeric_dtype(
-                series
-            ):  # _feature_frame made bool and null columns floats
+            integers = _integers(table, str(name))
+            if integers is not None:
+                # Compared as integers: above 2**53 the float64 frame would merge neighbours.
+                if _increasing(integers):
+                    watch.integer[str(name)] = None
+            # _feature_frame made bool and null columns floats: what is left non-numeric is text.
+            elif not pd.api.types.is_numeric_dtype(series) and series.nunique() == len(series):
                 watch.text.append(str(name))
         watch.hashes = {name: [] for name in watch.candidates}
         return watch
@@ -775,23 +813,24 @@ class _IdentifierWatch:
         """Every watched column, failed or not."""
         return [*self.integer, *self.text]
 
-    def add(self, frame: pd.DataFrame) -> None:
-        """Check one chunk's values of each candidate and keep their hashes."""
+    def add(self, table: Any, frame: pd.DataFrame) -> None:
+        """Check a chunk's values of each candidate (``table`` as read, ``frame`` as hashed); keep hashes."""
         from bastion.data.audit.integrity import frame_row_hashes
 
         for name in self.candidates:
             series = frame[name]
-            hashed = frame_row_hashes(frame[[name]])
+            hashed = frame_row_hashes(pd.concat([frame[[name]], _integer_low_bits(table, [name])], axis=1))
             self.hashes[name].append(hashed)
             if name in self.failed:
                 continue
             if series.isna().any():
                 self.failed.add(name)
             elif name in self.integer:
-                values = series.to_numpy(dtype=np.float64)
-                if values[0] <= self.integer[name] or not bool(np.all(np.diff(values) > 0)):
+                values, last = _integers(table, name), self.integer[name]
+                if values is None or (last is not None and values[0] <= last) or not _increasing(values):
                     self.failed.add(name)
-                self.integer[name] = float(values[-1])
+                else:
+                    self.integer[name] = int(values[-1])
             elif np.unique(hashed).size != hashed.size:
                 self.failed.add(name)
 
@@ -895,8 +934,10 @@ def _first_pass_with(
         labels.append(codes)
         if offset == 0:
             watch = _IdentifierWatch.start(table, frame)
-        watch.add(frame)
-        hashes.append(frame_row_hashes(frame.drop(columns=watch.candidates)))
+        watch.add(table, frame)
+        hashed = frame.drop(columns=watch.candidates)
+        low = _integer_low_bits(table, [str(name) for name in hashed.columns])
+        hashes.append(frame_row_hashes(pd.concat([hashed, low], axis=1) if low.shape[1] else hashed))
         if source_column is not None:
             raw = table.column(source_column).to_pandas().astype("string").fillna("<missing>")
             sources.append(_codes(raw.to_numpy(dtype=object), source_index))
