@@ -143,7 +143,32 @@ def read_table(path: Path) -> pd.DataFrame:
     check_unique_columns(path, list(frame.columns))
     if suffix != ".csv" and suffix != ".tsv":
         _check_flat(path, frame)
+    if suffix == ".parquet":
+        _decode_bytes(path, frame)
     return frame
+
+
+def _decode_bytes(path: Path, frame: pd.DataFrame) -> None:
+    """Decode, in place, Parquet byte-string columns as UTF-8 text; InputError on bytes that are not text.
+
+    pandas hands a binary column over as bytes objects, which compare and hash apart from the same text,
+    and which the encoder could only decode itself, failing on the first invalid byte with a traceback.
+    """
+    for column in frame.columns:
+        series = frame[column]
+        if series.dtype != object:
+            continue
+        raw = series.map(lambda v: isinstance(v, (bytes, bytearray))).to_numpy(dtype=bool)
+        if not raw.any():
+            continue
+        try:
+            frame[column] = series.map(
+                lambda v: bytes(v).decode("utf-8") if isinstance(v, (bytes, bytearray)) else v
+            )
+        except UnicodeDecodeError:
+            raise InputError(
+                f"{path}: column {column!r} holds bytes that are not UTF-8 text; is this file a table?"
+            ) from None
 
 
 def _read_frame(path: Path, suffix: str) -> pd.DataFrame:

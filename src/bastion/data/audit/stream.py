@@ -621,9 +621,8 @@ def _feature_frame(table: Any, drop: tuple[str, ...]) -> pd.DataFrame:
     for name in table.column_names:
         if name in drop:
             continue
-        column = table.column(name)
+        column = _as_text(table.column(name), name)
         kind = column.type
-        _check_text(column, name)
         # Null: a column empty in the whole chunk, numeric until a value says otherwise.
         numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_null)
         if any(test(kind) for test in numeric):
@@ -679,7 +678,10 @@ def _integer_low_bits(table: Any, columns: list[str]) -> pd.DataFrame:
         column = table.column(name)
         if pa.types.is_integer(column.type):
             values = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
-            low[f"{name}\x00low"] = np.asarray(values % LOW_BITS, dtype=np.int64)
+            wide = values.astype(
+                np.uint64 if values.dtype.kind == "u" else np.int64
+            )  # uint8 % 2**20 overflows
+            low[f"{name}\x00low"] = np.asarray(wide % LOW_BITS, dtype=np.int64)
     return pd.DataFrame(low, index=pd.RangeIndex(table.num_rows))
 
 
@@ -690,12 +692,23 @@ def _check_finite_frame(frame: pd.DataFrame, offset: int) -> None:
             check_finite(frame[name], str(name), offset)
 
 
-def _check_text(column: Any, name: str) -> None:
-    """InputError when pyarrow read a column as raw bytes: it is not UTF-8 text."""
+def _as_text(column: Any, name: str) -> Any:
+    """``column`` with raw bytes decoded as UTF-8 text, as the in-memory loader decodes them; InputError when
+    they are not text (a CSV that is not UTF-8 is read as bytes, a Parquet file may hold binary columns)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
-        raise InputError(f"column {name!r} holds bytes that are not UTF-8 text; is this file a table?")
+    kind = column.type
+    if not (
+        pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind)
+    ):
+        return column
+    try:
+        return pc.cast(pc.cast(column, pa.large_binary()), pa.large_string())
+    except pa.ArrowInvalid:
+        raise InputError(
+            f"column {name!r} holds bytes that are not UTF-8 text; is this file a table?"
+        ) from None
 
 
 def _label_strings(table: Any, label: str, path: Path, offset: int) -> npt.NDArray[np.object_]:
@@ -703,8 +716,7 @@ def _label_strings(table: Any, label: str, path: Path, offset: int) -> npt.NDArr
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    column = table.column(label)
-    _check_text(column, label)
+    column = _as_text(table.column(label), label)
     if pa.types.is_boolean(column.type):
         # pyarrow writes "true"/"false"; pandas, and so the in-memory audit, names the classes as Python does.
         strings = pc.if_else(column, "True", "False")

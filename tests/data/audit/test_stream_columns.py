@@ -1,4 +1,4 @@
-"""A streamed audit treats identifier columns and integers beyond float64 exactly as the in-memory one."""
+"""A streamed audit treats identifier columns, large and small integers and byte columns as in memory."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 # pytest puts this directory on sys.path (rootdir-relative test modules, no __init__.py).
@@ -196,3 +198,54 @@ def test_a_sequence_of_large_integers_one_apart_is_an_identifier(tmp_path: Path)
     streamed, memory = _both(path)
     assert streamed.ignored_columns == memory.ignored_columns == ["id"]
     assert _duplicates(streamed) == _duplicates(memory) == [1_300]
+
+
+@pytest.mark.parametrize("kind", [pa.uint8(), pa.int16(), pa.uint64()])
+def test_small_and_unsigned_integer_types_hash_and_dedupe_as_in_memory(
+    tmp_path: Path, kind: pa.DataType
+) -> None:
+    # uint8 values took the low-bits hash to an overflow (an internal error) before it widened them.
+    frame = _table()
+    frame["n"] = np.random.default_rng(4).integers(0, 200, ROWS)
+    frame.loc[1_400] = frame.loc[6]
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.set_column(table.schema.get_field_index("n"), "n", table.column("n").cast(kind))
+    path = tmp_path / "d.parquet"
+    pq.write_table(table, path)
+    assert _duplicates(_streamed(path)) == _duplicates(_in_memory(path)) == [1_400]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parquet byte-string columns: text when they are UTF-8, refused by name when they are not.
+
+
+@pytest.mark.parametrize("kind", [pa.binary(), pa.large_binary(), pa.binary(3)])
+def test_utf8_bytes_are_text_both_ways(tmp_path: Path, kind: pa.DataType) -> None:
+    frame = _table()
+    words = np.random.default_rng(5).choice(["red", "tan", "sky"], ROWS)
+    frame.loc[1_400] = frame.loc[6]
+    words[1_400] = words[6]
+    table = pa.Table.from_pandas(frame, preserve_index=False).append_column(
+        "colour", pa.array([w.encode() for w in words], kind)
+    )
+    path = tmp_path / "d.parquet"
+    pq.write_table(table, path)
+    streamed, memory = _both(path)
+    assert _duplicates(streamed) == _duplicates(memory) == [1_400]
+    assert "colour" in load_dataset(path, "label").encoder.categorical  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("kind", [pa.binary(), pa.binary(4)])
+def test_bytes_that_are_not_text_are_refused_by_name_both_ways(tmp_path: Path, kind: pa.DataType) -> None:
+    # A fixed-size binary column reached the encoder in memory (UnicodeDecodeError) and pyarrow's cast when
+    # streamed (ArrowInvalid): both were internal errors.
+    table = pa.Table.from_pandas(_table(), preserve_index=False).append_column(
+        "blob", pa.array([bytes([i % 256]) * 4 for i in range(ROWS)], kind)
+    )
+    path = tmp_path / "d.parquet"
+    pq.write_table(table, path)
+    expected = f"{path}: column 'blob' holds bytes that are not UTF-8 text; is this file a table?"
+    for audit in (_streamed, _in_memory):
+        with pytest.raises(InputError) as caught:
+            audit(path)
+        assert str(caught.value) == expected
