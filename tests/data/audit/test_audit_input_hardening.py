@@ -87,6 +87,14 @@ def test_nested_jsonl_values_are_rejected(tmp_path: Path) -> None:
         ({"x": np.zeros((0, 3)), "y": np.zeros(0)}, "no rows"),
         ({"x": np.array(1.0), "y": np.array([1])}, "feature array 'x' is a single number"),
         ({"x": np.array(1.0), "y": np.array(1)}, "label array 'y' must be 1-D"),
+        # float64 kept the real part alone, with only numpy's warning on stderr.
+        ({"x": np.ones((10, 3)) + 1j, "y": np.arange(10) % 2}, "feature array 'x' holds complex numbers"),
+        # Beyond 2**53 neighbours became one float: every row was a conflicting duplicate of the others.
+        (
+            {"x": 2**62 + np.arange(30).reshape(10, 3), "y": np.arange(10) % 2},
+            "feature array 'x' holds integers beyond 2**53 (first: row 0)",
+        ),
+        ({"x": np.array([["1.0"]] * 10), "y": np.arange(10) % 2}, "feature array 'x' is not numeric (<U3)"),
     ],
 )
 def test_malformed_npz_arrays_are_rejected(tmp_path: Path, arrays: dict[str, object], message: str) -> None:
@@ -95,6 +103,14 @@ def test_malformed_npz_arrays_are_rejected(tmp_path: Path, arrays: dict[str, obj
     with pytest.raises(InputError) as caught:
         load_dataset(path, "y")
     assert str(caught.value).startswith(f"{path}: {message}")
+
+
+def test_boolean_npz_features_are_zeros_and_ones(tmp_path: Path) -> None:
+    path = tmp_path / "masks.npz"
+    masks = np.random.default_rng(0).random((40, 6)) > 0.5
+    np.savez(path, x=masks, y=np.arange(40) % 2)
+    data = load_dataset(path, "y")
+    assert np.array_equal(data.features, masks.astype(np.float64))
 
 
 def test_source_column_on_npz_is_an_error(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from bastion.data.audit.base import AuditData, FloatArray, IntArray
@@ -456,6 +457,31 @@ def check_npz_size(path: Path, label: str, memory: int | None = None) -> None:
         )
 
 
+def _numeric_features(path: Path, name: str, features: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """An .npz feature array the audit can hold as float64 without changing it, or InputError saying why."""
+    if features.dtype == np.bool_:
+        return features.astype(np.uint8)  # masks and one-hot codes: 0 and 1, as a table's bool columns
+    if np.issubdtype(features.dtype, np.complexfloating):
+        # float64 would keep the real part alone, silently (numpy only warns).
+        raise InputError(
+            f"{path}: feature array {name!r} holds complex numbers; give their real and imaginary parts "
+            "as separate features"
+        )
+    if not np.issubdtype(features.dtype, np.number):
+        raise InputError(f"{path}: feature array {name!r} is not numeric ({features.dtype})")
+    if np.issubdtype(features.dtype, np.integer) and features.size:
+        # float64 holds every integer up to 2**53 only: beyond, neighbours merge, and rows that differ
+        # become copies of each other (every row of such an array was flagged as a conflicting duplicate).
+        flat = features.reshape(len(features), -1) if features.ndim > 1 else features.reshape(-1, 1)
+        beyond = np.flatnonzero((np.abs(flat.astype(np.float64)) > 2.0**53).any(axis=1))
+        if beyond.size:
+            raise InputError(
+                f"{path}: feature array {name!r} holds integers beyond 2**53 (first: row {int(beyond[0])}), "
+                "which float64 features cannot tell apart; scale them or drop that feature"
+            )
+    return features
+
+
 def _load_npz(path: Path, label: str) -> AuditData:
     check_npz_size(path, label)
     try:
@@ -468,9 +494,7 @@ def _load_npz(path: Path, label: str) -> AuditData:
     others = [name for name in arrays if name != label]
     if len(others) != 1:
         raise InputError(f"{path}: expected one feature array besides {label!r}, found {others}")
-    features = arrays[others[0]]
-    if not np.issubdtype(features.dtype, np.number):
-        raise InputError(f"{path}: feature array {others[0]!r} is not numeric ({features.dtype})")
+    features = _numeric_features(path, others[0], arrays[others[0]])
     if arrays[label].ndim != 1:
         raise InputError(
             f"{path}: label array {label!r} must be 1-D, one label per row (shape {arrays[label].shape})"
