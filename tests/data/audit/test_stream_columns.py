@@ -249,3 +249,16 @@ def test_bytes_that_are_not_text_are_refused_by_name_both_ways(tmp_path: Path, k
         with pytest.raises(InputError) as caught:
             audit(path)
         assert str(caught.value) == expected
+
+
+def test_a_label_column_that_is_not_utf8_is_named_with_the_file(tmp_path: Path) -> None:
+    # The label's check raised without the file's name, unlike every other column's.
+    path = tmp_path / "latin1.csv"
+    rows = [f"{i / 10},{'café' if i % 2 else 'thé'}" for i in range(ROWS)]
+    path.write_bytes(("a,label\n" + "\n".join(rows) + "\n").encode("latin-1"))
+    with pytest.raises(InputError) as caught:
+        _streamed(path)
+    assert (
+        str(caught.value)
+        == f"{path}: column 'label' holds bytes that are not UTF-8 text; is this file a table?"
+    )

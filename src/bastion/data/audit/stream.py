@@ -716,7 +716,10 @@ def _label_strings(table: Any, label: str, path: Path, offset: int) -> npt.NDArr
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    column = _as_text(table.column(label), label)
+    try:
+        column = _as_text(table.column(label), label)
+    except InputError as exc:
+        raise named(path, exc) from None
     if pa.types.is_boolean(column.type):
         # pyarrow writes "true"/"false"; pandas, and so the in-memory audit, names the classes as Python does.
         strings = pc.if_else(column, "True", "False")
