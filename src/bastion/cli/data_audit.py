@@ -239,14 +239,19 @@ def _audit(
             "--stream: an image folder is decoded in memory (within BASTION_AUDIT_IN_MEMORY_BYTES); "
             "drop --stream"
         )
-    # Taken before anything reads the file: the fingerprint recorded below is taken after the audit, and
-    # must name the bytes the audit saw.
+    # Taken before anything reads the file: the fingerprint the lineage records must name the bytes the
+    # audit saw, and is taken in a pass of its own.
     before = dataset_state(path)
     streaming = args.stream or should_stream(path)
     if streaming and args.text_column is not None:
         raise UsageError("--text-column: text is embedded in memory; the streaming audit reads tables only")
     options = _options(args)
-    consumed: dict[str, str] = {}
+    # The fingerprint: without its Merkle root no later step could match this audit to the data (a bare
+    # SHA-256 names the bytes but not a manifest). Data that fits in memory is fingerprinted first, in a
+    # second or two, so a row its strict reader refuses (a JSON key given twice, NaN) fails the run at once
+    # rather than after the audit; a streamed file after its audit, whose first chunk already says what is
+    # wrong with the file (its own reader refuses the same rows), rather than after minutes of hashing.
+    consumed: dict[str, str] = {} if streaming else dict(dataset_identity(path))
     data: AuditData | None = None
     if streaming:
         from bastion.data.audit.stream import stream_audit
@@ -262,8 +267,6 @@ def _audit(
             backend=args.backend,
             workers=max(args.workers, 1),
         )
-        # A second, streaming pass over the file: without its Merkle root no later step could match this
-        # audit to the data (a bare SHA-256 names the bytes but not a manifest).
         consumed.update(dataset_identity(path))
     else:
         data = load_dataset(path, args.label, source_column=args.source_column, text_column=args.text_column)
@@ -284,7 +287,6 @@ def _audit(
                 text_column=args.text_column,
             )
         result = run_audit(data, options, reference)
-        consumed.update(dataset_identity(path))
     if dataset_state(path) != before:
         what = "folder" if path.is_dir() else "file"
         raise InputError(

@@ -430,6 +430,18 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of two equal keys and other readers the first: a row that reads differently
+    # in the fingerprint and in training is a parser differential, and I-JSON (RFC 7493), which RFC 8785
+    # canonicalises, forbids it.
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"key {key!r} appears twice in one object")
+        found[key] = value
+    return found
+
+
 def canonical_json(value: Any) -> bytes:
     """RFC 8785 bytes of ``value``; raises ValueError when it has no canonical form.
 
@@ -493,7 +505,7 @@ def jsonl_rows(path: Path) -> RowStream:
             if not line.strip():
                 continue
             try:
-                value = json.loads(line, parse_constant=_reject_constant)
+                value = json.loads(line, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
                 data = canonical_json(value)
             except (ValueError, RecursionError) as exc:
                 reason = one_line_reason(exc)

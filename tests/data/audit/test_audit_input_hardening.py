@@ -259,3 +259,29 @@ def test_cli_writes_no_report_when_the_event_store_fails(tmp_path: Path) -> None
     args = ["data", "audit", str(data), "--label", "label", "--channels", "integrity", "-o", str(report)]
     assert main([*args, "--db", "bogus://x"]) == 2
     assert not report.exists()
+
+
+def test_a_json_key_given_twice_is_refused_before_the_audit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # pandas kept the last value silently (every row became {"a": 2}); another reader keeps the first. The
+    # fingerprint's reader now refuses the row, and in memory it runs before the audit.
+    path = tmp_path / "twice.jsonl"
+    path.write_text("".join(f'{{"a": 1, "b": {i}, "a": 2, "label": {i % 2}}}\n' for i in range(50)))
+    for argv in (["data", "fingerprint", str(path)], ["data", "audit", str(path), "--label", "label"]):
+        capsys.readouterr()
+        assert main(argv) == 2
+        said = "line 1: malformed JSON line (key 'a' appears twice in one object)"
+        assert capsys.readouterr().err.strip() == f"bastion: error: {path}: {said}"
+    with pytest.raises(InputError, match="row 0: key 'a' appears twice in one object"):
+        stream_audit(path, "label", options=INTEGRITY_ONLY, workers=1)
+
+
+def test_a_byte_order_mark_before_json_lines_is_not_part_of_the_first_row(tmp_path: Path) -> None:
+    frame = _base()
+    plain, marked = tmp_path / "plain.jsonl", tmp_path / "marked.jsonl"
+    frame.to_json(plain, orient="records", lines=True)
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())  # pandas refused it: "Expected object or value"
+    loaded = load_dataset(marked, "label")
+    assert np.array_equal(loaded.features, load_dataset(plain, "label").features)
+    assert loaded.n_rows == len(frame)

@@ -181,7 +181,9 @@ def _read_frame(path: Path, suffix: str) -> pd.DataFrame:
         return pd.read_parquet(path)
     if suffix == ".jsonl":
         with _source(path) as source:
-            return pd.read_json(source, lines=True)
+            # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first row, as for
+            # pandas' CSV reader, the streamed reader and the fingerprint.
+            return pd.read_json(source, lines=True, encoding="utf-8-sig")
     sep = "\t" if suffix == ".tsv" else ","
     # pandas renames a repeated header name ("label", "label.1"), which would silently audit the wrong
     # column as the label; the raw header row shows the repeat.
