@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import hashlib
-import json
 import os
 import re
 import stat
@@ -19,7 +18,7 @@ import rfc8785
 from bastion import __version__
 from bastion.data import readers
 from bastion.data.merkle import merkle_root, merkle_root_hex
-from bastion.data.readers import printable
+from bastion.data.readers import printable, strict_json_loads
 from bastion.errors import InputError, UsageError
 
 MANIFEST_FORMAT = "bastion.data.manifest"
@@ -520,25 +519,10 @@ def manifest_from_dict(data: Any) -> Manifest:
     )
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # json.loads keeps the last of two equal keys; other parsers keep the first, so the manifest a signer
-    # saw and the one checked could differ. Duplicate keys are refused.
-    data: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in data:
-            raise ValueError(f"duplicate key {key!r}")
-        data[key] = value
-    return data
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def manifest_from_json(text: bytes | str, origin: str = "manifest") -> Manifest:
     """Parse a manifest's JSON; raises InputError naming ``origin`` when it is not a Bastion manifest."""
     try:
-        data = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
+        data = strict_json_loads(text)
         return manifest_from_dict(data)
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         reason = f"missing field {exc}" if isinstance(exc, KeyError) else readers.one_line_reason(exc)

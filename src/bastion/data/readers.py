@@ -431,15 +431,20 @@ def _reject_constant(name: str) -> Any:
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # json.loads keeps the last of two equal keys and other readers the first: a row that reads differently
-    # in the fingerprint and in training is a parser differential, and I-JSON (RFC 7493), which RFC 8785
+    # json.loads keeps the last of two equal keys and other parsers the first: what one reader checked and
+    # another used could differ (a parser differential), and I-JSON (RFC 7493), which RFC 8785
     # canonicalises, forbids it.
     found: dict[str, Any] = {}
     for key, value in pairs:
         if key in found:
-            raise ValueError(f"key {key!r} appears twice in one object")
+            raise ValueError(f"duplicate key {key!r}")
         found[key] = value
     return found
+
+
+def strict_json_loads(text: str | bytes) -> Any:
+    """``json.loads`` refusing what JSON readers disagree on: a key given twice, NaN and Infinity."""
+    return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
 
 
 def canonical_json(value: Any) -> bytes:
@@ -505,7 +510,7 @@ def jsonl_rows(path: Path) -> RowStream:
             if not line.strip():
                 continue
             try:
-                value = json.loads(line, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+                value = strict_json_loads(line)
                 data = canonical_json(value)
             except (ValueError, RecursionError) as exc:
                 reason = one_line_reason(exc)

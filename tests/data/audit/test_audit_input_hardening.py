@@ -271,7 +271,7 @@ def test_a_json_key_given_twice_is_refused_before_the_audit(
     for argv in (["data", "fingerprint", str(path)], ["data", "audit", str(path), "--label", "label"]):
         capsys.readouterr()
         assert main(argv) == 2
-        said = "line 1: malformed JSON line (key 'a' appears twice in one object)"
+        said = "line 1: malformed JSON line (duplicate key 'a')"
         assert capsys.readouterr().err.strip() == f"bastion: error: {path}: {said}"
     with pytest.raises(InputError, match="row 0: key 'a' appears twice in one object"):
         stream_audit(path, "label", options=INTEGRITY_ONLY, workers=1)
