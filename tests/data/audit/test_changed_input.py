@@ -37,6 +37,17 @@ def _edit(path: Path) -> None:
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # coarse clocks: a visible change
 
 
+def _edit_after(monkeypatch: pytest.MonkeyPatch, splitter: str, target: Path) -> None:
+    """Make sanitize's ``splitter`` edit ``target`` once it has copied the rows."""
+    real = getattr(sanitize, splitter)
+
+    def split_then_edit(*args: Any) -> None:
+        real(*args)
+        _edit(target)
+
+    monkeypatch.setattr(sanitize, splitter, split_then_edit)
+
+
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     capsys.readouterr()
     code = main(argv)
@@ -69,13 +80,7 @@ def test_sanitize_of_a_file_rewritten_during_the_copy_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = _table(tmp_path / "d.csv")
-    real = sanitize.split_dataset
-
-    def split_then_edit(path: Path, *args: Any) -> None:
-        real(path, *args)
-        _edit(path)
-
-    monkeypatch.setattr(sanitize, "split_dataset", split_then_edit)
+    _edit_after(monkeypatch, "split_dataset", data)
     code, err = _run(["data", "sanitize", str(data), "--label", "label", "--format", "json"], capsys)
     assert code == 2
     assert err == f"bastion: error: {data}: the file changed since it was audited; audit it again"
@@ -113,13 +118,7 @@ def test_sanitize_of_a_folder_whose_image_is_edited_in_place_writes_nothing(
 ) -> None:
     # The listing (names) stays the same, so only the image's own state tells the edit.
     data = _folder(tmp_path / "images")
-    real = sanitize.split_image_folder
-
-    def split_then_edit(path: Path, *args: Any) -> None:
-        real(path, *args)
-        _edit(path / "dark" / "007.png")
-
-    monkeypatch.setattr(sanitize, "split_image_folder", split_then_edit)
+    _edit_after(monkeypatch, "split_image_folder", data / "dark" / "007.png")
     code, err = _run(["data", "sanitize", str(data), "--label", "class", "--format", "json"], capsys)
     assert code == 2
     assert (
