@@ -262,3 +262,20 @@ def test_a_label_column_that_is_not_utf8_is_named_with_the_file(tmp_path: Path) 
         str(caught.value)
         == f"{path}: column 'label' holds bytes that are not UTF-8 text; is this file a table?"
     )
+
+
+def test_json_columns_named_like_dates_are_read_as_written_both_ways(tmp_path: Path) -> None:
+    # pandas turned "modified" (epoch milliseconds) and "created_at" into dates by their names alone, so
+    # the id sequence was an identifier streamed and a feature in memory.
+    frame = _with_copy(_table())
+    frame.insert(0, "modified", 1_577_836_800_000 + np.arange(ROWS))
+    frame["created_at"] = [f"2020-01-{i % 28 + 1:02d}" for i in range(ROWS)]
+    frame.loc[1_300, "created_at"] = frame.loc[5, "created_at"]
+    path = tmp_path / "d.jsonl"
+    frame.to_json(path, orient="records", lines=True)
+    streamed, memory = _both(path)
+    assert streamed.ignored_columns == memory.ignored_columns == ["modified"]
+    assert _duplicates(streamed) == _duplicates(memory) == [1_300]
+    loaded = load_dataset(path, "label")
+    assert loaded.frame is not None
+    assert loaded.frame["created_at"].iloc[0] == "2020-01-01"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, nullcontext, suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -182,8 +182,12 @@ def _read_frame(path: Path, suffix: str) -> pd.DataFrame:
     if suffix == ".jsonl":
         with _source(path) as source:
             # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first row, as for
-            # pandas' CSV reader, the streamed reader and the fingerprint.
-            return pd.read_json(source, lines=True, encoding="utf-8-sig")
+            # pandas' CSV reader, the streamed reader and the fingerprint. dtype=False: pandas' own inference
+            # also turns columns into dates by their names alone ("modified", "*_at", "date"...), so epoch
+            # integers became dates in memory and stayed integers streamed and in a CSV; its number
+            # inference is applied by `_json_numbers` instead, without the dates.
+            frame = pd.read_json(source, lines=True, encoding="utf-8-sig", dtype=False)
+        return frame.apply(_json_numbers)
     sep = "\t" if suffix == ".tsv" else ","
     # pandas renames a repeated header name ("label", "label.1"), which would silently audit the wrong
     # column as the label; the raw header row shows the repeat.
@@ -192,6 +196,23 @@ def _read_frame(path: Path, suffix: str) -> pd.DataFrame:
     check_unique_columns(path, [str(c) for c in header.dropna()])
     with _source(path) as source:
         return pd.read_csv(source, sep=sep, low_memory=False)
+
+
+def _json_numbers(series: pd.Series) -> pd.Series:
+    """A JSON column as pandas' read_json types it, dates aside: text that is all numbers becomes numbers,
+    and whole floats integers (pandas' ``_try_convert_data`` with ``dtype=True``, less its date step)."""
+    data = series
+    if pd.api.types.is_string_dtype(data.dtype):
+        with suppress(TypeError, ValueError):
+            data = data.astype("float64")
+    if len(data) and data.dtype in ("float64", "object"):
+        try:
+            whole = series.astype("int64")
+            if bool((whole == data).all()):
+                return whole
+        except (TypeError, ValueError, OverflowError):
+            pass
+    return data
 
 
 def _source(path: Path) -> AbstractContextManager[Path | IO[bytes]]:
