@@ -247,11 +247,12 @@ def _audit(
         raise UsageError("--text-column: text is embedded in memory; the streaming audit reads tables only")
     options = _options(args)
     # The fingerprint: without its Merkle root no later step could match this audit to the data (a bare
-    # SHA-256 names the bytes but not a manifest). Data that fits in memory is fingerprinted first, in a
-    # second or two, so a row its strict reader refuses (a JSON key given twice, NaN) fails the run at once
-    # rather than after the audit; a streamed file after its audit, whose first chunk already says what is
-    # wrong with the file (its own reader refuses the same rows), rather than after minutes of hashing.
-    consumed: dict[str, str] = {} if streaming else dict(dataset_identity(path))
+    # SHA-256 names the bytes but not a manifest). Data that fits in memory is fingerprinted once it is
+    # loaded (the loader checks its size first), in a second or two, so a row the fingerprint's strict
+    # reader refuses (a JSON key given twice, NaN) fails the run before the audit rather than after it; a
+    # streamed file after its audit, whose first chunk already says what is wrong with the file (its own
+    # reader refuses the same rows), rather than after minutes of hashing.
+    consumed: dict[str, str] = {}
     data: AuditData | None = None
     if streaming:
         from bastion.data.audit.stream import stream_audit
@@ -270,6 +271,7 @@ def _audit(
         consumed.update(dataset_identity(path))
     else:
         data = load_dataset(path, args.label, source_column=args.source_column, text_column=args.text_column)
+        consumed.update(dataset_identity(path))
         folder = getattr(data, "folder", None)  # an image folder: say how its images were read
         if folder:
             from bastion.data.audit.image_folder import folder_note
