@@ -228,7 +228,7 @@ def _audit(
     from bastion.data.audit.load import load_dataset, load_reference, should_stream
     from bastion.data.audit.run import run_audit
     from bastion.data.lineage import dataset_digest, dataset_identity, lineage_record
-    from bastion.data.readers import dataset_state
+    from bastion.data.readers import check_unchanged, dataset_state
 
     _require_audit_extra()
     path: Path = args.path
@@ -289,11 +289,7 @@ def _audit(
                 text_column=args.text_column,
             )
         result = run_audit(data, options, reference)
-    if dataset_state(path) != before:
-        what = "folder" if path.is_dir() else "file"
-        raise InputError(
-            f"{path}: the {what} changed while it was audited; audit it again once it is written"
-        )
+    check_unchanged(path, before)
     if args.reference is not None:
         consumed["reference"] = dataset_digest(args.reference)
     parameters = {"label": args.label, "channels": list(options.channels), "seed": args.seed}

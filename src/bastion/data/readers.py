@@ -166,10 +166,10 @@ def open_table(path: Path, limit: int | None = None) -> IO[bytes]:
     return io.BufferedReader(_Decompressing(path, inner, compression, limit), READ_BUFFER_BYTES)
 
 
-def file_state(path: Path) -> tuple[int, int, int, int]:
+def file_state(path: Path, *, follow: bool = True) -> tuple[int, int, int, int]:
     """What tells a rewritten file from the one read before: its identity, size and modification time."""
     try:
-        stat = path.stat()
+        stat = path.stat() if follow else path.lstat()
     except OSError as exc:
         raise InputError(f"{path}: cannot read it: {exc.strerror or exc}") from None
     return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
@@ -190,13 +190,17 @@ def dataset_state(path: Path) -> DatasetState:
     for folder, _, names in os.walk(path, followlinks=False):
         for name in names:
             entry = Path(folder) / name
-            try:
-                stat = entry.lstat()
-            except OSError as exc:
-                raise InputError(f"{entry}: cannot read it: {exc.strerror or exc}") from None
-            state = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-            entries.append((entry.relative_to(path).as_posix(), state))
+            entries.append((entry.relative_to(path).as_posix(), file_state(entry, follow=False)))
     return tuple(sorted(entries))
+
+
+def check_unchanged(path: Path, before: DatasetState) -> None:
+    """InputError when ``path`` is no longer as `dataset_state` found it ``before`` it was read."""
+    if dataset_state(path) != before:
+        what = "folder" if path.is_dir() else "file"
+        raise InputError(
+            f"{path}: the {what} changed while it was audited; audit it again once it is written"
+        )
 
 
 def detect_kind(path: Path) -> str:

@@ -44,9 +44,9 @@ from bastion.atomic import current_umask, same_file
 from bastion.data.audit.run import AuditResult, RowReport
 from bastion.data.readers import (
     DatasetState,
+    check_unchanged,
     compression_of,
     csv_records,
-    dataset_state,
     format_suffix,
     full_suffix,
     one_line_reason,
@@ -647,14 +647,6 @@ def split_image_folder(
         raise InputError(f"{path}: cannot write the sanitized folder: {one_line_reason(exc)}") from None
 
 
-def _check_unchanged(path: Path, before: DatasetState | None) -> None:
-    """InputError when ``path`` is no longer as it was ``before`` the audit read it."""
-    # Checked once the rows are copied, so an edit during the copy is caught too.
-    if before is not None and dataset_state(path) != before:
-        what = "folder" if path.is_dir() else "file"
-        raise InputError(f"{path}: the {what} changed since it was audited; audit it again")
-
-
 def write_sanitized(
     path: Path,
     result: AuditResult,
@@ -689,7 +681,8 @@ def write_sanitized(
         entries: tuple[FileEntry, ...]
         if path.is_dir():
             split_image_folder(path, result.files, removed, staging, outputs)
-            _check_unchanged(path, unchanged_since)
+            if unchanged_since is not None:  # checked once the rows are copied: an edit during the copy too
+                check_unchanged(path, unchanged_since)
             clean_tmp, quarantine_tmp = staging.temp_for(outputs.clean), staging.temp_for(outputs.quarantine)
             # Paths in a folder's manifest are relative to it, so the staged folder's manifest is the final
             # one's: the manifest and the data it describes are committed together or not at all.
@@ -700,7 +693,8 @@ def write_sanitized(
             }
         else:
             split_dataset(path, removed, staging, outputs)
-            _check_unchanged(path, unchanged_since)
+            if unchanged_since is not None:  # checked once the rows are copied: an edit during the copy too
+                check_unchanged(path, unchanged_since)
             clean_tmp, quarantine_tmp = staging.temp_for(outputs.clean), staging.temp_for(outputs.quarantine)
             produced = {"clean": file_digest(clean_tmp), "quarantine": file_digest(quarantine_tmp)}
             # Fingerprinted while still staged, under the name it will have: the manifest and the data it

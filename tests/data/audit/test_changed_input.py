@@ -83,7 +83,8 @@ def test_sanitize_of_a_file_rewritten_during_the_copy_writes_nothing(
     _edit_after(monkeypatch, "split_dataset", data)
     code, err = _run(["data", "sanitize", str(data), "--label", "label", "--format", "json"], capsys)
     assert code == 2
-    assert err == f"bastion: error: {data}: the file changed since it was audited; audit it again"
+    said = "the file changed while it was audited; audit it again once it is written"
+    assert err == f"bastion: error: {data}: {said}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]  # no output, no staged file left
 
 
@@ -121,8 +122,6 @@ def test_sanitize_of_a_folder_whose_image_is_edited_in_place_writes_nothing(
     _edit_after(monkeypatch, "split_image_folder", data / "dark" / "007.png")
     code, err = _run(["data", "sanitize", str(data), "--label", "class", "--format", "json"], capsys)
     assert code == 2
-    assert (
-        err.splitlines()[-1]
-        == f"bastion: error: {data}: the folder changed since it was audited; audit it again"
-    )
+    said = "the folder changed while it was audited; audit it again once it is written"
+    assert err.splitlines()[-1] == f"bastion: error: {data}: {said}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]
