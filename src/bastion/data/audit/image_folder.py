@@ -43,7 +43,7 @@ LAYOUT = "DIR/<class>/<image>"
 # Longest side after resizing. The channels work on every pixel value and their cost follows the number of
 # values: 1,000 digits with a 10% patch backdoor took about 10 s at 8x8, 1 min at 16x16 (grayscale or RGB),
 # 2 min at 28x28 grayscale and 7 min at 32x32 RGB, all channels on two cores (before two exact speed-ups of
-# the backdoor channel, which took 1,000 clean 32x32 RGB digits from 222 s to 112 s). 32 keeps
+# the backdoor channel: 85 s at 32x32 RGB now, `benchmarks/image_folder.py` in docs/benchmarks.md). 32 keeps
 # MNIST (28x28) and CIFAR (32x32) images, where the usual 3x3 trigger patches are defined, at full size:
 # a 3x3 patch on 32x32 RGB images was found on 100 of 100 rows, and on 92 after halving them to 16x16.
 DEFAULT_MAX_SIDE = 32
